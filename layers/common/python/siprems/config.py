@@ -1,0 +1,86 @@
+"""Settings from the environment, loaded in one place.
+
+Every function and tool reads its settings through ``load_settings()``; nothing else
+reads ``os.environ`` for service configuration. Secrets (database password, JWT signing
+key) are never stored here in clear: the settings name *where* to get them (a Secrets
+Manager secret or an SSM parameter), and ``siprems.secrets`` fetches them on demand.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _int(name: str, default: int) -> int:
+    return int(_env(name, str(default)))  # type: ignore[arg-type]
+
+
+def _float(name: str, default: float) -> float:
+    return float(_env(name, str(default)))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Settings:
+    # AWS resources (names come from the template's environment variables)
+    jobs_table: str
+    jobs_queue_url: str | None
+    dlq_url: str | None
+    models_bucket: str
+    aws_endpoint_url: str | None  # LocalStack / moto server; None on AWS
+
+    # Sales database: DATABASE_URL (local) or a Secrets Manager secret (AWS)
+    database_url: str | None
+    database_secret_name: str | None
+
+    # JWT: the key itself only locally; on AWS the name of the SSM parameter / secret
+    jwt_secret: str | None
+    jwt_secret_parameter: str | None
+
+    # Jobs
+    job_ttl_days: int
+    max_attempts: int
+    retry_base_seconds: int
+    retry_max_seconds: int
+    sync_wait_seconds: float
+    train_all_batch_size: int
+    nightly_schedule: str
+
+    # Forecasting
+    default_forecast_days: int
+    backtest_days: int
+    min_fit_seconds_left: float  # worker: do not start a fit with less Lambda time left
+    work_dir: Path
+
+
+@lru_cache(maxsize=1)
+def load_settings() -> Settings:
+    return Settings(
+        jobs_table=_env("JOBS_TABLE", "siprems-jobs"),  # type: ignore[arg-type]
+        jobs_queue_url=_env("JOBS_QUEUE_URL"),
+        dlq_url=_env("JOBS_DLQ_URL"),
+        models_bucket=_env("MODELS_BUCKET", "siprems-models"),  # type: ignore[arg-type]
+        aws_endpoint_url=_env("AWS_ENDPOINT_URL"),
+        database_url=_env("DATABASE_URL"),
+        database_secret_name=_env("DATABASE_SECRET_NAME"),
+        jwt_secret=_env("JWT_SECRET_KEY"),
+        jwt_secret_parameter=_env("JWT_SECRET_PARAMETER"),
+        job_ttl_days=_int("JOB_TTL_DAYS", 30),
+        max_attempts=_int("MAX_ATTEMPTS", 3),
+        retry_base_seconds=_int("RETRY_BASE_SECONDS", 10),
+        retry_max_seconds=_int("RETRY_MAX_SECONDS", 300),
+        sync_wait_seconds=_float("SYNC_WAIT_SECONDS", 20.0),
+        train_all_batch_size=_int("TRAIN_ALL_BATCH_SIZE", 10),
+        nightly_schedule=_env("NIGHTLY_SCHEDULE", "cron(0 2 * * ? *)"),  # type: ignore[arg-type]
+        default_forecast_days=_int("DEFAULT_FORECAST_DAYS", 7),
+        backtest_days=_int("BACKTEST_DAYS", 28),
+        min_fit_seconds_left=_float("MIN_FIT_SECONDS_LEFT", 20.0),
+        work_dir=Path(_env("SIPREMS_WORK_DIR", "/tmp/siprems")),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,95 @@
+"""One error hierarchy for the whole service.
+
+Every error the service raises on purpose is a ``SipremsError``. It carries a stable
+``code`` (machine readable), an HTTP status for the API, and whether a job that hit it
+may be retried. Permanent errors (bad input, unknown SKU, too little data) fail a job at
+once; transient ones (database or storage down) are retried with backoff.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SipremsError(Exception):
+    code: str = "internal_error"
+    http_status: int = 500
+    retryable: bool = False
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """The shape stored on a failed job and returned to clients: {type, message}."""
+        body: dict[str, Any] = {"type": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class PermanentError(SipremsError):
+    """Retrying cannot help: the job fails at once."""
+
+    code = "permanent_error"
+    http_status = 400
+
+
+class TransientError(SipremsError):
+    """A dependency is unavailable: the job is retried with backoff."""
+
+    code = "transient_error"
+    http_status = 503
+    retryable = True
+
+
+# --- permanent -------------------------------------------------------------------------
+class InvalidInputError(PermanentError):
+    code = "invalid_input"
+    http_status = 400
+
+
+class UnknownSkuError(PermanentError):
+    code = "unknown_sku"
+    http_status = 404
+
+    def __init__(self, sku: str) -> None:
+        super().__init__(f"unknown product SKU: {sku!r}", product_sku=sku)
+
+
+class InsufficientDataError(PermanentError):
+    code = "insufficient_data"
+    http_status = 422
+
+
+class NotFoundError(PermanentError):
+    code = "not_found"
+    http_status = 404
+
+
+class ConflictError(PermanentError):
+    """A state transition that is not allowed, e.g. cancelling a finished job."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class ModelNotFoundError(PermanentError):
+    code = "model_not_found"
+    http_status = 404
+
+
+# --- transient -------------------------------------------------------------------------
+class DatabaseUnavailableError(TransientError):
+    code = "database_unavailable"
+
+
+class StorageUnavailableError(TransientError):
+    code = "storage_unavailable"
+
+
+class DeadlineExceededError(TransientError):
+    """Not enough Lambda time left to finish safely; the job goes back to the queue."""
+
+    code = "deadline_exceeded"
