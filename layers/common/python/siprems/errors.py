@@ -80,6 +80,13 @@ class ModelNotFoundError(PermanentError):
     http_status = 404
 
 
+class SchemaMigrationError(PermanentError):
+    """The database schema cannot be brought up to date (e.g. an applied migration changed)."""
+
+    code = "schema_migration_error"
+    http_status = 500
+
+
 # --- transient -------------------------------------------------------------------------
 class DatabaseUnavailableError(TransientError):
     code = "database_unavailable"
