@@ -87,6 +87,13 @@ class SchemaMigrationError(PermanentError):
     http_status = 500
 
 
+class TrainingFailedError(PermanentError):
+    """The model fit itself failed on valid input (retrying the same data cannot help)."""
+
+    code = "training_failed"
+    http_status = 500
+
+
 # --- transient -------------------------------------------------------------------------
 class DatabaseUnavailableError(TransientError):
     code = "database_unavailable"
