@@ -52,6 +52,8 @@ class Settings:
     sync_wait_seconds: float
     train_all_batch_size: int
     nightly_schedule: str
+    train_all_function: str | None  # the function the training-all route invokes asynchronously
+    worker_timeout_seconds: int  # a STARTED job older than this belongs to a dead worker
 
     # Forecasting
     default_forecast_days: int
@@ -79,6 +81,8 @@ def load_settings() -> Settings:
         sync_wait_seconds=_float("SYNC_WAIT_SECONDS", 20.0),
         train_all_batch_size=_int("TRAIN_ALL_BATCH_SIZE", 10),
         nightly_schedule=_env("NIGHTLY_SCHEDULE", "cron(0 2 * * ? *)"),  # type: ignore[arg-type]
+        train_all_function=_env("TRAIN_ALL_FUNCTION"),
+        worker_timeout_seconds=_int("WORKER_TIMEOUT_SECONDS", 120),
         default_forecast_days=_int("DEFAULT_FORECAST_DAYS", 7),
         backtest_days=_int("BACKTEST_DAYS", 28),
         min_fit_seconds_left=_float("MIN_FIT_SECONDS_LEFT", 20.0),
