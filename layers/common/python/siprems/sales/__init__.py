@@ -1,0 +1,1 @@
+"""Sales data: PostgreSQL schema and migrations, connections, the repository, the Kiel seed."""
