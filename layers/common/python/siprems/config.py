@@ -60,6 +60,8 @@ class Settings:
     backtest_days: int
     min_fit_seconds_left: float  # worker: do not start a fit with less Lambda time left
     work_dir: Path
+    forecast_profile: str  # "default" (improved) or "legacy" (the original settings)
+    forecast_overrides: str | None  # JSON object of ForecastOptions fields to override
 
 
 @lru_cache(maxsize=1)
@@ -87,4 +89,6 @@ def load_settings() -> Settings:
         backtest_days=_int("BACKTEST_DAYS", 28),
         min_fit_seconds_left=_float("MIN_FIT_SECONDS_LEFT", 20.0),
         work_dir=Path(_env("SIPREMS_WORK_DIR", "/tmp/siprems")),  # type: ignore[arg-type]
+        forecast_profile=_env("FORECAST_PROFILE", "default"),  # type: ignore[arg-type]
+        forecast_overrides=_env("FORECAST_OPTIONS"),
     )
