@@ -1,0 +1,74 @@
+"""Events and public holidays → Prophet's holidays frame (holiday, ds, lower/upper window)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from siprems.forecasting.options import ForecastOptions
+    from siprems.sales.models import Event
+
+HOLIDAY_COLUMNS = ["holiday", "ds", "lower_window", "upper_window"]
+# Shop days that are not public holidays in Germany but change demand like one.
+SPECIAL_DAYS = {(12, 24): "Heiligabend", (12, 31): "Silvester"}
+# Holidays are generated this many years past the training data, so a stored model can
+# still name holidays in the horizon of any forecast it will serve.
+YEARS_AHEAD = 3
+
+
+def holiday_frame(
+    events: Iterable[Event], options: ForecastOptions, first_day: date, last_day: date
+) -> pd.DataFrame | None:
+    """Events (with the event window), public holidays and special days, or None if empty."""
+    rows: list[tuple[str, pd.Timestamp, int, int]] = []
+    for event in events:
+        rows.append(
+            (
+                event.name,
+                pd.Timestamp(event.day),
+                options.event_lower_window,
+                options.event_upper_window,
+            )
+        )
+    years = range(first_day.year, last_day.year + YEARS_AHEAD + 1)
+    if options.holiday_country:
+        import holidays
+
+        calendar = holidays.country_holidays(
+            options.holiday_country, subdiv=options.holiday_subdiv, years=years
+        )
+        for day, name in sorted(calendar.items()):
+            rows.append(
+                (
+                    name,
+                    pd.Timestamp(day),
+                    options.holiday_lower_window,
+                    options.holiday_upper_window,
+                )
+            )
+    if options.special_days:
+        for year in years:
+            for (month, day), name in SPECIAL_DAYS.items():
+                rows.append((name, pd.Timestamp(year, month, day), 0, 0))
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows, columns=HOLIDAY_COLUMNS)
+    # One row per (name, day): a repeated event must not count twice.
+    return frame.drop_duplicates(["holiday", "ds"]).reset_index(drop=True)
+
+
+def holiday_names(holidays: pd.DataFrame | None) -> dict[date, str]:
+    """Day → name(s) of the holidays and events on that very day (windows not expanded)."""
+    if holidays is None or holidays.empty:
+        return {}
+    names: dict[date, list[str]] = {}
+    for row in holidays.itertuples(index=False):
+        day = pd.Timestamp(row.ds).date()
+        names.setdefault(day, [])
+        if row.holiday not in names[day]:
+            names[day].append(row.holiday)
+    return {day: ", ".join(values) for day, values in names.items()}

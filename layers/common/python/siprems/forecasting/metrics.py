@@ -1,0 +1,137 @@
+"""Forecast accuracy metrics and the seasonal-naive baseline.
+
+Ratios (MAPE, sMAPE, WAPE, coverage) are fractions, not percent. Days with zero actual
+demand are left out of MAPE (it is undefined there); the other metrics use every day.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+SEASON = 7  # one week: the seasonal-naive baseline repeats the same weekday
+
+
+def _pair(actual: Iterable[float], forecast: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(list(actual) if not isinstance(actual, np.ndarray) else actual, dtype=float)
+    f = np.asarray(
+        list(forecast) if not isinstance(forecast, np.ndarray) else forecast, dtype=float
+    )
+    if a.shape != f.shape:
+        raise ValueError(f"actual and forecast differ in length: {a.shape} vs {f.shape}")
+    if a.size == 0:
+        raise ValueError("no values to score")
+    return a, f
+
+
+def mae(actual: Sequence[float], forecast: Sequence[float]) -> float:
+    a, f = _pair(actual, forecast)
+    return float(np.mean(np.abs(a - f)))
+
+
+def mape(actual: Sequence[float], forecast: Sequence[float]) -> float:
+    a, f = _pair(actual, forecast)
+    nonzero = a != 0
+    if not nonzero.any():
+        return math.nan
+    return float(np.mean(np.abs(a[nonzero] - f[nonzero]) / np.abs(a[nonzero])))
+
+
+def smape(actual: Sequence[float], forecast: Sequence[float]) -> float:
+    """Symmetric MAPE in [0, 2]: mean of 2|a−f| / (|a|+|f|), 0 where both are 0."""
+    a, f = _pair(actual, forecast)
+    denominator = np.abs(a) + np.abs(f)
+    terms = np.divide(2 * np.abs(a - f), denominator, out=np.zeros_like(a), where=denominator > 0)
+    return float(np.mean(terms))
+
+
+def wape(actual: Sequence[float], forecast: Sequence[float]) -> float:
+    """Σ|a−f| / Σ|a| (weighted absolute percentage error)."""
+    a, f = _pair(actual, forecast)
+    total = np.sum(np.abs(a))
+    return float(np.sum(np.abs(a - f)) / total) if total > 0 else math.nan
+
+
+def coverage(actual: Sequence[float], lower: Sequence[float], upper: Sequence[float]) -> float:
+    """Share of actual values inside [lower, upper]."""
+    a, lo = _pair(actual, lower)
+    _, hi = _pair(actual, upper)
+    return float(np.mean((a >= lo) & (a <= hi)))
+
+
+def seasonal_naive_scale(history: pd.Series, season: int = SEASON) -> float:
+    """In-sample MAE of the seasonal-naive forecast: mean |y(d) − y(d − season days)|.
+
+    ``history`` is indexed by date; pairs whose lagged day is absent are skipped (the lag is
+    in calendar days, so a missing day never shifts the weekday).
+    """
+    series = _daily(history)
+    lagged = series.shift(season, freq="D")
+    both = pd.concat([series, lagged], axis=1, keys=["y", "lag"]).dropna()
+    if both.empty:
+        return math.nan
+    return float(np.mean(np.abs(both["y"] - both["lag"])))
+
+
+def mase(actual: Sequence[float], forecast: Sequence[float], scale: float) -> float:
+    """Mean absolute scaled error: MAE divided by the in-sample seasonal-naive MAE."""
+    if not scale or math.isnan(scale):
+        return math.nan
+    return mae(actual, forecast) / scale
+
+
+def seasonal_naive_forecast(
+    history: pd.Series, days: Iterable[pd.Timestamp], season: int = SEASON
+) -> np.ndarray:
+    """For each future day, the latest observed value on a day ``k·season`` days earlier.
+
+    With a full calendar this is the textbook ŷ(T+h) = y(T+h − season·⌈h/season⌉); a missing
+    day falls back one more season.
+    """
+    series = _daily(history)
+    last = series.index.max()
+    values = series.to_dict()
+    out = []
+    for day in pd.to_datetime(list(days)):
+        steps = max(1, math.ceil((day - last).days / season))
+        candidate = day - pd.Timedelta(days=season * steps)
+        while candidate not in values and candidate >= series.index.min():
+            candidate -= pd.Timedelta(days=season)
+        out.append(values.get(candidate, math.nan))
+    return np.asarray(out, dtype=float)
+
+
+def _daily(history: pd.Series) -> pd.Series:
+    series = history.copy()
+    series.index = pd.to_datetime(series.index).normalize()
+    return series.sort_index().astype(float)
+
+
+def score(
+    actual: Sequence[float],
+    forecast: Sequence[float],
+    scale: float,
+    lower: Sequence[float] | None = None,
+    upper: Sequence[float] | None = None,
+) -> dict[str, float | None]:
+    """Every metric of one forecast window, JSON-ready (NaN → None)."""
+    result: dict[str, float | None] = {
+        "mae": mae(actual, forecast),
+        "mape": mape(actual, forecast),
+        "smape": smape(actual, forecast),
+        "mase": mase(actual, forecast, scale),
+        "wape": wape(actual, forecast),
+    }
+    if lower is not None and upper is not None:
+        result["coverage_80"] = coverage(actual, lower, upper)
+    return {k: (None if v is None or math.isnan(v) else round(v, 6)) for k, v in result.items()}
+
+
+def legacy_accuracy(mape_value: float | None) -> float | None:
+    """The original API's ``accuracy``: 100·(1 − min(MAPE, 1)), here from the hold-out MAPE."""
+    if mape_value is None or math.isnan(mape_value):
+        return None
+    return round(100.0 * (1.0 - min(mape_value, 1.0)), 2)

@@ -1,0 +1,147 @@
+"""Every forecasting option in one place.
+
+``ForecastOptions.legacy()`` reproduces the original SIPREMS settings; ``default()`` is the
+improved configuration chosen by measurement on the rolling-origin backtest (see
+docs/FORECASTING.md for what each change bought). ``config_hash()`` identifies a
+configuration in model metadata, so a served model always says how it was trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+from siprems.errors import InvalidInputError
+
+MissingDays = Literal["skip", "zero"]
+SeasonalityMode = Literal["additive", "multiplicative"]
+
+
+@dataclass(frozen=True)
+class ForecastOptions:
+    # --- preprocessing -------------------------------------------------------------------
+    log_transform: bool = True  # fit on log1p(y), forecast expm1(yhat)
+    outlier_sigma: float | None = 3.5  # drop training rows beyond this many σ (log scale)
+    min_days: int = 5  # fewer days of data (before or after outlier removal) → error
+    missing_days: MissingDays = "skip"  # days without sales: absent ("skip") or y=0 ("zero")
+
+    # --- Prophet ---------------------------------------------------------------------------
+    yearly_seasonality: bool | int = True  # True = Prophet's default order (10)
+    weekly_seasonality: bool | int = True
+    seasonality_mode: SeasonalityMode = "multiplicative"
+    seasonality_prior_scale: float = 10.0
+    changepoint_prior_scale: float = 0.05
+    changepoint_range: float = 0.8
+    holidays_prior_scale: float = 10.0
+    interval_width: float = 0.95  # lower/upper in chartData
+    monthly_seasonality: bool = True
+    monthly_period: float = 30.5
+    monthly_fourier_order: int = 15
+    # weekly pattern that differs between summer (Apr..Sep) and winter: a conditional
+    # seasonality pair replaces the single weekly one when enabled
+    summer_winter_weekly: bool = False
+    promo_regressor: bool = True
+    uncertainty_samples: int = 1000
+
+    # --- events (rows of `events` included in prediction) become Prophet holidays --------
+    event_lower_window: int = -2
+    event_upper_window: int = 1
+    # public holidays of the shop's region (the `holidays` package); None = none
+    holiday_country: str | None = None
+    holiday_subdiv: str | None = None
+    holiday_lower_window: int = 0
+    holiday_upper_window: int = 0
+    # shop days that are not public holidays but behave like them (Dec 24 and Dec 31)
+    special_days: bool = False
+
+    # --- post-processing -------------------------------------------------------------------
+    correction_factor: bool = True  # median(actual / fitted), clamped to the bounds below
+    correction_min: float = 0.85
+    correction_max: float = 1.15
+    # widen (or narrow) the forecast's spread on the log scale; calibrated on the backtest
+    interval_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.min_days < 2:
+            problems.append("min_days must be >= 2")
+        if self.missing_days not in ("skip", "zero"):
+            problems.append("missing_days must be 'skip' or 'zero'")
+        if self.seasonality_mode not in ("additive", "multiplicative"):
+            problems.append("seasonality_mode must be 'additive' or 'multiplicative'")
+        if not 0 < self.interval_width < 1:
+            problems.append("interval_width must be in (0, 1)")
+        if self.correction_min > self.correction_max:
+            problems.append("correction_min must be <= correction_max")
+        if self.event_lower_window > 0 or self.event_upper_window < 0:
+            problems.append("event window must contain the event day")
+        if self.uncertainty_samples < 0:
+            problems.append("uncertainty_samples must be >= 0")
+        if self.interval_scale <= 0:
+            problems.append("interval_scale must be > 0")
+        if problems:
+            raise InvalidInputError("invalid forecast options: " + "; ".join(problems))
+
+    # --- named configurations --------------------------------------------------------------
+    @classmethod
+    def legacy(cls) -> ForecastOptions:
+        """The original SIPREMS settings, unchanged."""
+        return cls()
+
+    @classmethod
+    def default(cls) -> ForecastOptions:
+        """The improved settings (measured on the rolling-origin backtest)."""
+        return cls(
+            holiday_country="DE",
+            holiday_subdiv="SH",
+        )
+
+    @classmethod
+    def named(cls, profile: str) -> ForecastOptions:
+        if profile == "default":
+            return cls.default()
+        if profile == "legacy":
+            return cls.legacy()
+        raise InvalidInputError(f"unknown forecast profile {profile!r} (default | legacy)")
+
+    @classmethod
+    def from_settings(cls, settings: Any = None) -> ForecastOptions:
+        """The profile named by the settings, with their JSON overrides applied."""
+        if settings is None:
+            from siprems.config import load_settings
+
+            settings = load_settings()
+        options = cls.named(getattr(settings, "forecast_profile", "default"))
+        overrides = getattr(settings, "forecast_overrides", None)
+        if overrides:
+            try:
+                values = json.loads(overrides)
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(f"forecast option overrides are not JSON: {exc}") from exc
+            if not isinstance(values, dict):
+                raise InvalidInputError("forecast option overrides must be a JSON object")
+            options = options.with_overrides(**values)
+        return options
+
+    def with_overrides(self, **values: Any) -> ForecastOptions:
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidInputError(f"unknown forecast options: {', '.join(unknown)}")
+        return replace(self, **values)
+
+    # --- identity --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ForecastOptions:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def config_hash(self) -> str:
+        """Stable short hash of every option (sorted JSON), e.g. for model metadata."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]

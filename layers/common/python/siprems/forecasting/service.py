@@ -1,0 +1,188 @@
+"""The two entry points the worker calls: train a SKU, forecast a SKU.
+
+Both take their collaborators (sales repository, model store) as arguments and raise only
+``siprems.errors`` types. pandas and Prophet are imported inside the functions, so that
+importing this module costs nothing for functions that do not forecast.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from siprems.errors import InvalidInputError, ModelNotFoundError, SipremsError
+from siprems.forecasting.options import ForecastOptions
+
+if TYPE_CHECKING:
+    from siprems.forecasting.train import TrainedModel
+    from siprems.model_store import ModelStore
+    from siprems.sales.repository import SalesRepository
+
+MAX_FORECAST_DAYS = 365
+MAX_HORIZON_DAYS = 365
+
+
+def train_product(
+    sku: str,
+    *,
+    sales: SalesRepository,
+    store: ModelStore,
+    options: ForecastOptions | None = None,
+    horizon_days: int = 28,
+    work_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Hold-out backtest on the last ``horizon_days`` days, refit on all data, store.
+
+    Returns a JSON-able summary: product_sku, model {key, version, trained_at, config_hash},
+    metrics (hold-out) next to the seasonal-naive baseline, accuracy (hold-out), window.
+    Safe to run twice: the second run stores a new model version with the same content.
+    """
+    _check_days(horizon_days, "horizon_days", MAX_HORIZON_DAYS)
+    trained, metadata = _train(sku, sales, store, options, horizon_days, work_dir)
+    return _summary(sku, metadata)
+
+
+def forecast_product(
+    sku: str,
+    days: int,
+    *,
+    sales: SalesRepository,
+    store: ModelStore,
+    options: ForecastOptions | None = None,
+    train_if_missing: bool = True,
+    history_days: int | None = 60,
+    work_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Forecast ``days`` days after the stored model's last training day.
+
+    Uses the stored model; trains one first if there is none (``train_if_missing``) or if
+    ``options`` are given and differ from the stored model's. ``history_days`` bounds the
+    history part of ``chartData`` (None = all of it).
+    """
+    _check_days(days, "days", MAX_FORECAST_DAYS)
+    if history_days is not None and history_days < 0:
+        raise InvalidInputError("history_days must be >= 0 or None (all history)")
+    product = sales.get_product(sku)  # UnknownSkuError before any model work
+
+    from siprems.forecasting.artefact import from_artefact
+
+    trained: TrainedModel | None = None
+    metadata: dict[str, Any] | None = None
+    try:
+        stored = store.load_model(sku)
+        if options is None or stored.metadata.get("config_hash") == options.config_hash():
+            trained, metadata = from_artefact(stored.model_json, stored.metadata), stored.metadata
+    except ModelNotFoundError:
+        if not train_if_missing:
+            raise
+    if trained is None:
+        if not train_if_missing:
+            raise ModelNotFoundError(
+                f"the stored model of {sku!r} was trained with other options", product_sku=sku
+            )
+        trained, metadata = _train(sku, sales, store, options, 28, work_dir)
+    assert metadata is not None
+
+    from siprems.forecasting import predict, restock
+    from siprems.forecasting.preprocess import sales_frame
+
+    actual = sales_frame(sales.daily_sales(sku), ForecastOptions(missing_days="skip"))
+    try:
+        horizon = predict.predict_horizon(trained, predict.future_frame(trained, days))
+        chart = predict.chart_data(trained, horizon, actual, history_days)
+    except SipremsError:
+        raise
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise SipremsError(f"{sku}: prediction failed: {exc}", product_sku=sku) from exc
+    recommendation = restock.recommend(
+        product_id=product.product_id,
+        product_name=product.name,
+        current_stock=product.stock,
+        daily_p50=horizon.frame["p50"].to_numpy(),
+        horizon_totals=horizon.totals,
+    )
+    backtest = metadata.get("backtest") or {}
+    return {
+        "product_sku": sku,
+        "forecast_days": days,
+        "chartData": chart,
+        "recommendations": [recommendation],
+        "accuracy": backtest.get("accuracy"),
+        "quantiles": predict.quantile_rows(horizon),
+        "model": {
+            "version": metadata.get("model_version_id"),
+            "trained_at": metadata.get("trained_at"),
+            "config_hash": metadata.get("config_hash"),
+            "training_window": metadata.get("training_window"),
+            "metrics": backtest.get("model"),
+            "seasonal_naive": backtest.get("seasonal_naive"),
+        },
+    }
+
+
+# --- internals -----------------------------------------------------------------------------
+def _check_days(value: Any, name: str, maximum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise InvalidInputError(f"{name} must be an integer from 1 to {maximum}, got {value!r}")
+
+
+def _train(
+    sku: str,
+    sales: SalesRepository,
+    store: ModelStore,
+    options: ForecastOptions | None,
+    horizon_days: int,
+    work_dir: Path | None,
+) -> tuple[TrainedModel, dict[str, Any]]:
+    from siprems.config import load_settings
+    from siprems.forecasting.artefact import to_artefact
+    from siprems.forecasting.preprocess import check_enough, sales_frame
+    from siprems.forecasting.train import fit, holdout_backtest
+
+    options = options or ForecastOptions.from_settings()
+    work_dir = work_dir or load_settings().work_dir
+    sales.get_product(sku)  # UnknownSkuError with a clear message
+    daily = sales.daily_sales(sku)
+    events = sales.prediction_events()
+    frame = sales_frame(daily, options)
+    observed = sales_frame(daily, ForecastOptions(missing_days="skip"))
+    check_enough(observed, options, sku)
+    backtest = holdout_backtest(frame, observed, events, options, sku, horizon_days, work_dir)
+    trained = fit(frame, events, options, sku, work_dir)
+    model_json, metadata = to_artefact(trained)
+    metadata.update(
+        {
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "backtest": backtest,
+        }
+    )
+    stored = store.save_model(sku, model_json, metadata)
+    return trained, stored
+
+
+def _summary(sku: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    backtest = metadata.get("backtest") or {}
+    return {
+        "product_sku": sku,
+        "model": {
+            "key": metadata.get("model_key"),
+            "version": metadata.get("model_version_id"),
+            "sha256": metadata.get("model_sha256"),
+            "config_hash": metadata.get("config_hash"),
+        },
+        "trained_at": metadata.get("trained_at"),
+        "training_window": metadata.get("training_window"),
+        "samples": metadata.get("samples"),
+        "outliers_removed": metadata.get("outliers_removed"),
+        "correction_factor": metadata.get("correction_factor"),
+        "accuracy": backtest.get("accuracy"),
+        "metrics": backtest.get("model"),
+        "seasonal_naive": backtest.get("seasonal_naive"),
+        "backtest": {
+            k: backtest.get(k)
+            for k in ("horizon_days", "cutoff", "test_days", "skipped")
+            if backtest.get(k) is not None
+        },
+        "fit_ms": metadata.get("fit_ms"),
+    }

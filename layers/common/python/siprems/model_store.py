@@ -1,0 +1,173 @@
+"""Model artefacts, their metadata and forecast results in S3.
+
+Layout (one prefix per SKU)::
+
+    models/{sku}/model.json      Prophet ``model_to_json``, gzip-compressed
+    models/{sku}/metadata.json   metrics, training window, versions, config hash, and the
+                                 S3 version id + sha256 of the model.json it describes
+    forecasts/{task_id}.json     a forecast result
+
+Why S3 versioning and not one key per training: the bucket is versioned, so a retrain
+writes a *new version* of ``model.json`` and never destroys the one being served, and a
+lifecycle rule on noncurrent versions expires old models without any bookkeeping here.
+``metadata.json`` is written last and names the exact ``model.json`` version, so it is the
+commit point: a reader always loads a matching pair, even while a retrain (or two
+concurrent ones, at-least-once delivery) is writing. On a bucket without versioning the
+pair is checked by sha256 instead and a mismatch is reported as transient (retry).
+
+This module deals in JSON text and dicts only: it does not import Prophet or pandas.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from siprems.errors import (
+    InvalidInputError,
+    ModelNotFoundError,
+    NotFoundError,
+    StorageUnavailableError,
+)
+
+_SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchVersion"}
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    model_json: str
+    metadata: dict[str, Any]
+
+    @property
+    def version(self) -> str | None:
+        return self.metadata.get("model_version_id")
+
+
+class ModelStore:
+    def __init__(self, s3_client: Any, bucket: str) -> None:
+        self._s3 = s3_client
+        self.bucket = bucket
+
+    # --- keys ----------------------------------------------------------------------------
+    @staticmethod
+    def model_key(sku: str) -> str:
+        return f"models/{_checked(sku, _SKU, 'SKU')}/model.json"
+
+    @staticmethod
+    def metadata_key(sku: str) -> str:
+        return f"models/{_checked(sku, _SKU, 'SKU')}/metadata.json"
+
+    @staticmethod
+    def forecast_key(task_id: str) -> str:
+        return f"forecasts/{_checked(task_id, _TASK_ID, 'task id')}.json"
+
+    # --- models --------------------------------------------------------------------------
+    def save_model(self, sku: str, model_json: str, metadata: dict[str, Any]) -> dict[str, Any]:
+        """Store the artefact, then its metadata (the commit point). Returns the metadata
+        as stored, with ``model_key``, ``model_version_id`` and ``model_sha256`` added."""
+        body = model_json.encode()
+        digest = hashlib.sha256(body).hexdigest()
+        put = self._call(
+            "put_object",
+            Bucket=self.bucket,
+            Key=self.model_key(sku),
+            Body=gzip.compress(body, compresslevel=6),
+            ContentType="application/json",
+            ContentEncoding="gzip",
+            Metadata={"sha256": digest},
+        )
+        stored = {
+            **metadata,
+            "sku": sku,
+            "model_key": self.model_key(sku),
+            "model_version_id": put.get("VersionId"),
+            "model_sha256": digest,
+        }
+        self._put_json(self.metadata_key(sku), stored)
+        return stored
+
+    def load_metadata(self, sku: str) -> dict[str, Any]:
+        try:
+            return self._get_json(self.metadata_key(sku))
+        except NotFoundError as exc:
+            raise ModelNotFoundError(f"no trained model for {sku!r}", product_sku=sku) from exc
+
+    def load_model(self, sku: str) -> StoredModel:
+        metadata = self.load_metadata(sku)
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.model_key(sku)}
+        version = metadata.get("model_version_id")
+        if version and version != "null":
+            args["VersionId"] = version
+        try:
+            response = self._call("get_object", **args)
+        except NotFoundError as exc:
+            raise ModelNotFoundError(
+                f"the model artefact of {sku!r} is missing", product_sku=sku
+            ) from exc
+        raw = response["Body"].read()
+        if response.get("ContentEncoding") == "gzip" or raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        if (
+            metadata.get("model_sha256")
+            and hashlib.sha256(raw).hexdigest() != metadata["model_sha256"]
+        ):
+            # Only possible without bucket versioning, while a retrain is writing.
+            raise StorageUnavailableError(
+                f"the model artefact of {sku!r} does not match its metadata (being replaced)",
+                product_sku=sku,
+            )
+        return StoredModel(model_json=raw.decode(), metadata=metadata)
+
+    # --- forecast results ----------------------------------------------------------------
+    def save_forecast(self, task_id: str, result: dict[str, Any]) -> str:
+        key = self.forecast_key(task_id)
+        self._put_json(key, result)
+        return key
+
+    def load_forecast(self, task_id: str) -> dict[str, Any]:
+        return self._get_json(self.forecast_key(task_id))
+
+    # --- S3 access -----------------------------------------------------------------------
+    def _put_json(self, key: str, value: dict[str, Any]) -> None:
+        self._call(
+            "put_object",
+            Bucket=self.bucket,
+            Key=key,
+            Body=json.dumps(value, separators=(",", ":"), allow_nan=False).encode(),
+            ContentType="application/json",
+        )
+
+    def _get_json(self, key: str) -> dict[str, Any]:
+        response = self._call("get_object", Bucket=self.bucket, Key=key)
+        return json.loads(response["Body"].read())
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        """One S3 call: a missing object → NotFoundError, anything else → transient."""
+        try:
+            return getattr(self._s3, operation)(**kwargs)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _MISSING:
+                raise NotFoundError(f"s3://{self.bucket}/{kwargs.get('Key')} not found") from exc
+            raise StorageUnavailableError(
+                f"S3 {operation} failed on s3://{self.bucket}/{kwargs.get('Key')}: {code}",
+                s3_error=code,
+            ) from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailableError(
+                f"S3 {operation} failed on s3://{self.bucket}/{kwargs.get('Key')}: {exc}"
+            ) from exc
+
+
+def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise InvalidInputError(f"invalid {what}: {value!r}")
+    return value
