@@ -118,7 +118,9 @@ def chart_data(
         elif first_future is not None:
             past = past[past["ds"] >= first_future - pd.Timedelta(days=history_days)]
     fitted = fitted_history(trained, past["ds"])
-    actual_by_day = {pd.Timestamp(d).date(): float(y) for d, y in zip(actual["ds"], actual["y"], strict=True)}
+    actual_by_day = {
+        pd.Timestamp(d).date(): float(y) for d, y in zip(actual["ds"], actual["y"], strict=True)
+    }
 
     rows: list[dict[str, Any]] = []
     for ds, fit_value in zip(past["ds"], fitted, strict=True):
