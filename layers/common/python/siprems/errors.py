@@ -107,3 +107,21 @@ class DeadlineExceededError(TransientError):
     """Not enough Lambda time left to finish safely; the job goes back to the queue."""
 
     code = "deadline_exceeded"
+
+
+class UnauthorizedError(PermanentError):
+    """No valid access token (missing, expired, badly signed, wrong algorithm or type)."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class ForbiddenError(PermanentError):
+    """A valid token without the role a route needs."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class QueueUnavailableError(TransientError):
+    code = "queue_unavailable"
