@@ -1,0 +1,172 @@
+"""The sales repository against a real PostgreSQL holding the Kiel data."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from siprems.errors import DatabaseUnavailableError, UnknownSkuError
+from siprems.sales.models import DailySales, Event, Product
+from siprems.sales.repository import SalesRepository
+
+KIEL_DATA = Path(__file__).resolve().parents[2] / "data" / "kiel-bakery"
+PRICES = {1: ("BRD-001", 4.0), 2: ("RLL-001", 2.5), 3: ("CRS-001", 3.5), 4: ("CNF-001", 5.0)}
+PRICES |= {5: ("CKE-001", 8.0), 6: ("SEA-001", 6.0)}
+
+
+@pytest.fixture
+def rolled_back(sales_conn):
+    """The test's writes happen in a transaction that is rolled back (the data stays shared)."""
+    sales_conn.run("START TRANSACTION")
+    yield sales_conn
+    sales_conn.run("ROLLBACK")
+
+
+def test_skus_and_products(sales_repo):
+    skus = ["BRD-001", "CKE-001", "CNF-001", "CRS-001", "RLL-001", "SEA-001"]
+    assert sales_repo.list_skus() == skus
+    products = sales_repo.list_products()
+    assert [p.sku for p in products] == skus
+    bread = sales_repo.get_product("BRD-001")
+    assert isinstance(bread, Product) and bread in products
+    assert (bread.name, bread.category, bread.variation) == ("Roti Tawar (bread)", "Bread", None)
+    assert (bread.price, bread.stock) == (Decimal("4.00"), 50)
+    assert sales_repo.product_exists("SEA-001") and not sales_repo.product_exists("NOPE-1")
+
+
+def test_unknown_sku_raises(sales_repo):
+    with pytest.raises(UnknownSkuError) as info:
+        sales_repo.get_product("NOPE-1")
+    assert info.value.http_status == 404
+    with pytest.raises(UnknownSkuError):
+        sales_repo.daily_sales("NOPE-1")
+
+
+@pytest.mark.parametrize(
+    ("sku", "days", "first", "last"),
+    [
+        ("BRD-001", 1819, date(2013, 7, 1), date(2018, 7, 31)),
+        ("CNF-001", 1766, None, None),
+        ("SEA-001", 292, date(2013, 10, 24), date(2017, 12, 27)),
+    ],
+)
+def test_daily_sales_has_one_entry_per_day_with_sales(sales_repo, sku, days, first, last):
+    series = sales_repo.daily_sales(sku)
+    assert isinstance(series, DailySales) and series.sku == sku
+    assert len(series) == days == len(series.quantity) == len(series.promo)
+    assert list(series.days) == sorted(set(series.days))
+    assert first is None or (series.days[0], series.days[-1]) == (first, last)
+    assert not any(series.promo)
+
+
+def _quantities_from_csv() -> dict[str, dict[date, float]]:
+    """Recomputes max(1, ceil(Umsatz / price)) from the CSV, independently of the seed code."""
+    expected = defaultdict(dict)
+    with open(KIEL_DATA / "sales.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            sku, price = PRICES[int(row["Warengruppe"])]
+            day = date.fromisoformat(row["Datum"])
+            expected[sku][day] = float(max(1, math.ceil(float(row["Umsatz"]) / price)))
+    return expected
+
+
+def test_daily_sales_follow_the_csv_rule_on_every_day(sales_repo):
+    expected = _quantities_from_csv()
+    for sku, by_day in expected.items():
+        series = sales_repo.daily_sales(sku)
+        assert dict(zip(series.days, series.quantity, strict=True)) == by_day, sku
+
+
+def test_days_do_not_depend_on_the_session_time_zone(sales_conn):
+    repo = SalesRepository(sales_conn)
+    reference = repo.daily_sales("CRS-001")
+    for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago", "Europe/Berlin"):
+        sales_conn.run(f"SET TIME ZONE '{zone}'")
+        assert repo.daily_sales("CRS-001") == reference
+
+
+def test_several_transactions_of_a_day_are_summed_and_promo_is_any(rolled_back):
+    repo = SalesRepository(rolled_back)
+    before = repo.daily_sales("CKE-001")
+    index = before.days.index(date(2014, 3, 5))
+    (product_id,) = rolled_back.run("SELECT product_id FROM products WHERE sku = 'CKE-001'")[0]
+    rolled_back.run(
+        "INSERT INTO transactions (product_id, quantity_sold, price_per_unit, transaction_date,"
+        " is_promo) VALUES (:p, 5, 6.00, '2014-03-05 23:30:00+00', true),"
+        " (:p, 2, 8.00, '2014-03-06 00:00:00+00', false)",
+        p=product_id,
+    )
+    after = repo.daily_sales("CKE-001")
+    assert len(after) == len(before)
+    assert after.quantity[index] == before.quantity[index] + 5 and after.promo[index]
+    assert after.quantity[index + 1] == before.quantity[index + 1] + 2
+    assert not after.promo[index + 1]
+
+
+def test_known_sku_without_sales_has_an_empty_series(rolled_back):
+    rolled_back.run("INSERT INTO products (sku, name, price) VALUES ('NEW-001', 'New', 1.00)")
+    repo = SalesRepository(rolled_back)
+    series = repo.daily_sales("NEW-001")
+    assert (series.sku, len(series), series.days, series.quantity) == ("NEW-001", 0, (), ())
+    assert repo.list_skus()[-1] == "SEA-001" and "NEW-001" in repo.list_skus()
+
+
+def test_prediction_events_are_the_kiel_week_days(sales_repo):
+    events = sales_repo.prediction_events()
+    assert len(events) == 72
+    assert all(isinstance(e, Event) for e in events)
+    assert {(e.name, e.type) for e in events} == {("Kieler Woche", "custom")}
+    assert [e.day for e in events] == sorted(e.day for e in events)
+    assert (events[0].day, events[-1].day) == (date(2012, 6, 16), date(2019, 6, 30))
+
+
+def test_events_excluded_from_prediction_are_not_returned(rolled_back):
+    rolled_back.run(
+        "INSERT INTO events (event_name, event_date, type, include_in_prediction) VALUES"
+        " ('Stocktaking', '2015-01-02', 'custom', false),"
+        " ('Neujahr', '2015-01-01', 'holiday', true)"
+    )
+    names = {e.name for e in SalesRepository(rolled_back).prediction_events()}
+    assert names == {"Kieler Woche", "Neujahr"}
+
+
+def test_event_type_is_constrained(rolled_back):
+    from pg8000.exceptions import DatabaseError
+
+    with pytest.raises(DatabaseError, match="23514"):
+        rolled_back.run(
+            "INSERT INTO events (event_name, event_date, type) VALUES ('x', '2015-01-01', 'party')"
+        )
+
+
+def test_query_on_a_lost_connection_is_unavailable_database(sales_conn, postgres_url):
+    from siprems.sales.db import connect_url
+
+    (pid,) = sales_conn.run("SELECT pg_backend_pid()")[0]
+    admin = connect_url(postgres_url)
+    try:
+        assert admin.run("SELECT pg_terminate_backend(:pid)", pid=pid) == [[True]]
+    finally:
+        admin.close()
+    repo = SalesRepository(sales_conn)
+    with pytest.raises(DatabaseUnavailableError, match="lost the database connection"):
+        repo.daily_sales("BRD-001")
+    with pytest.raises(DatabaseUnavailableError):  # the dead connection stays unavailable
+        repo.list_skus()
+
+
+def test_daily_sales_uses_the_product_date_index(sales_conn):
+    sales_conn.run("SET enable_seqscan = off")  # the table is small; ask what the plan can use
+    plan = "\n".join(
+        row[0]
+        for row in sales_conn.run(
+            "EXPLAIN SELECT (transaction_date AT TIME ZONE 'UTC')::date, sum(quantity_sold),"
+            " bool_or(is_promo) FROM transactions WHERE product_id = 1 GROUP BY 1"
+        )
+    )
+    assert "transactions_product_date_idx" in plan
