@@ -70,7 +70,7 @@ def seasonal_naive_scale(history: pd.Series, season: int = SEASON) -> float:
     """
     series = _daily(history)
     lagged = series.shift(season, freq="D")
-    both = pd.concat([series, lagged], axis=1, keys=["y", "lag"]).dropna()
+    both = series.rename("y").to_frame().join(lagged.rename("lag"), how="inner").dropna()
     if both.empty:
         return math.nan
     return float(np.mean(np.abs(both["y"] - both["lag"])))
