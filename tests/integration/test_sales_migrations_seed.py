@@ -190,3 +190,22 @@ def test_concurrent_seeds_do_not_duplicate(empty_db_url):
         assert _counts(setup) == (6, 9334, 72)
     finally:
         setup.close()
+
+
+def test_seed_script_migrates_and_seeds(empty_db_url, capsys):
+    from scripts.seed import main
+
+    assert main(["--database-url", empty_db_url]) == 0
+    assert main(["--database-url", empty_db_url]) == 0
+    out = capsys.readouterr().out
+    assert "migrations applied: 0001_schema.sql" in out
+    assert "migrations applied: none (up to date)" in out
+    assert "(inserted 0/0/0)" in out
+    conn = db.connect_url(empty_db_url)
+    try:
+        assert _counts(conn) == (6, 9334, 72)
+    finally:
+        conn.close()
+    assert main(["--database-url", "postgresql://u:pw-x@127.0.0.1:1/d?connect_timeout=2"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot connect" in err and "pw-x" not in err
