@@ -5,6 +5,7 @@
 #   scripts/docker/engine.sh stop    # stop the dockerd this script started (by its PID); no-op otherwise
 #   scripts/docker/engine.sh env     # print the DOCKER_HOST line to eval
 #   scripts/docker/engine.sh status
+#   scripts/docker/engine.sh gateway # the host's address on the default bridge (containers reach the host there)
 #
 # A dockerd started here keeps everything under .state/docker (data root, exec root, socket, PID, log)
 # so it never touches a system engine and `make clean` removes it. Callers use the socket through
@@ -32,15 +33,16 @@ own_pid() {  # PID of the dockerd this script started, if it still runs
 }
 
 install_engine() {
-    command -v dockerd >/dev/null && command -v docker >/dev/null && return 0
+    # socat relays host services that listen on loopback only (the embedded PostgreSQL) to the bridge.
+    command -v dockerd >/dev/null && command -v docker >/dev/null && command -v socat >/dev/null && return 0
     [[ $(id -u) == 0 ]] || { log "dockerd is missing and installing it needs root (apt-get install docker.io)"; exit 1; }
-    log "installing Debian's docker.io"
+    log "installing Debian's docker.io and socat"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     # policy-rc.d 101 keeps the package from starting a system daemon: this script starts its own.
     local policy=/usr/sbin/policy-rc.d created_policy=""
     if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created_policy=1; fi
-    apt-get install -y -qq --no-install-recommends docker.io iptables >/dev/null
+    apt-get install -y -qq --no-install-recommends docker.io iptables socat >/dev/null
     [[ -n $created_policy ]] && rm -f "$policy"
 }
 
@@ -89,6 +91,8 @@ case "${1:-}" in
     start) start ;;
     stop) stop ;;
     env) if own_pid >/dev/null; then echo "export DOCKER_HOST=$OWN_HOST"; else echo "export DOCKER_HOST=${DOCKER_HOST:-unix:///var/run/docker.sock}"; fi ;;
+    gateway)  # SAM's --docker-network host does not share the host's network: containers stay on the bridge
+        ip -4 -o addr show docker0 | awk '{split($4, a, "/"); print a[1]; exit}' ;;
     status) if pid=$(own_pid); then echo "running (pid $pid, DOCKER_HOST=$OWN_HOST)"; else echo "not running"; exit 1; fi ;;
-    *) echo "usage: $0 start|stop|env|status" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|env|status|gateway" >&2; exit 2 ;;
 esac
