@@ -1,0 +1,28 @@
+"""Train every product: the nightly EventBridge schedule and the API's training-all route
+(asynchronous invoke with {"parent_id": ...}) share this function and siprems.jobs.fanout."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from siprems.errors import InvalidInputError
+from siprems.jobs import fanout
+from siprems.jobs.services import get_services
+from siprems.observability import job_context, logger, metrics, tracer
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    services = get_services()
+    if event.get("parent_id"):
+        parent_id = str(event["parent_id"])
+    elif event.get("detail-type") == "Scheduled Event" and event.get("time"):
+        parent_id = fanout.parent_for_schedule(services, str(event["time"]))
+    else:
+        raise InvalidInputError("expected a scheduled event or {'parent_id': ...}")
+    with job_context(parent_id):
+        return asdict(fanout.train_all(services, parent_id))

@@ -1,0 +1,88 @@
+"""THE HTTP layer: one resolver factory, one response helper, one error mapping.
+
+Every error leaves as ``{"error": <message>, "type": <code>}`` with the status of its
+``SipremsError`` class; request validation errors are 422 (400 for a body that is not JSON).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import (
+    APIGatewayRestResolver,
+    CORSConfig,
+    Response,
+    content_types,
+)
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from siprems.auth import Principal
+from siprems.errors import ForbiddenError, SipremsError, UnauthorizedError
+from siprems.observability import logger
+
+# Tokens travel in the Authorization header, never in cookies: any origin may call the API.
+CORS = CORSConfig(allow_origin="*", allow_headers=["Authorization", "Content-Type"], max_age=300)
+
+
+def json_response(status: int, body: dict[str, Any]) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+def error_body(message: str, code: str, details: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": message, "type": code}
+    if details:
+        body["details"] = details
+    return body
+
+
+def error_response(exc: SipremsError) -> Response:
+    return json_response(exc.http_status, error_body(exc.message, exc.code, exc.details or None))
+
+
+def new_resolver() -> APIGatewayRestResolver:
+    app = APIGatewayRestResolver(enable_validation=True, cors=CORS)
+
+    @app.exception_handler(SipremsError)
+    def _siprems_error(exc: SipremsError) -> Response:
+        if exc.http_status >= 500:
+            logger.exception("request failed", extra={"error_type": exc.code})
+        else:
+            logger.info("request refused", extra={"error_type": exc.code, "error": exc.message})
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return json_response(400, error_body("request body is not valid JSON", "invalid_json"))
+        details = [
+            {"loc": [str(part) for part in e.get("loc", ())], "msg": e.get("msg", "")}
+            for e in errors
+        ]
+        message = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details)
+        return json_response(
+            422, error_body(message or "invalid request", "invalid_input", details)
+        )
+
+    @app.not_found
+    def _not_found(_: Exception) -> Response:
+        return json_response(
+            404,
+            error_body(
+                f"no route {app.current_event.http_method} {app.current_event.path}", "not_found"
+            ),
+        )
+
+    return app
+
+
+def principal(app: APIGatewayRestResolver, *, admin: bool = False) -> Principal:
+    """The caller, from the Lambda authorizer's context. A request without it never
+    reached an authorizer (a misconfigured gateway): refused, never trusted."""
+    context = app.current_event.request_context.authorizer.get_context()
+    caller = Principal.from_context(context)
+    if caller is None:
+        raise UnauthorizedError("no authorizer context on the request")
+    if admin and not caller.is_admin:
+        raise ForbiddenError("this route needs the admin role")
+    return caller

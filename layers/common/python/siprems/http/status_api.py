@@ -1,0 +1,126 @@
+"""Routes that read and cancel jobs, the dead-letter queue and the OpenAPI document."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+
+from siprems.errors import SipremsError
+from siprems.http import json_response, principal
+from siprems.http.models import TASK_ID_PATTERN
+from siprems.jobs import service
+from siprems.jobs.model import JobStatus, iso
+from siprems.jobs.schedule import next_run
+from siprems.jobs.services import Services
+
+TaskId = Annotated[str, Path(pattern=TASK_ID_PATTERN, description="Task id (uuid)")]
+Limit = Annotated[int, Query(ge=1, le=200)]
+
+
+def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> None:
+    def status_of(task_id: str) -> Response[dict[str, Any]]:
+        principal(app)
+        svc = services()
+        job = service.get_job(svc, task_id)
+        body = service.job_view(job, service.load_result(svc, job))
+        return json_response(200 if job.terminal else 202, body)
+
+    # Literal paths first: /api/tasks/active must not be read as a task id.
+    @app.get("/api/tasks/active", summary="Running jobs", tags=["tasks"])
+    def active(limit: Limit = 50) -> Response[dict[str, Any]]:
+        principal(app)
+        svc = services()
+        jobs = [
+            service.job_view(job)
+            for status in (JobStatus.STARTED, JobStatus.RETRY)
+            for job in svc.store.list_by_status(status, limit=limit)
+        ]
+        return json_response(200, {"tasks": jobs, "count": len(jobs)})
+
+    @app.get(
+        "/api/tasks/scheduled",
+        summary="Queued jobs and the next nightly retraining",
+        tags=["tasks"],
+    )
+    def scheduled(limit: Limit = 50) -> Response[dict[str, Any]]:
+        principal(app)
+        svc = services()
+        jobs = [
+            service.job_view(job)
+            for status in (JobStatus.PENDING, JobStatus.RETRY)
+            for job in svc.store.list_by_status(status, limit=limit)
+        ]
+        upcoming = next_run(svc.settings.nightly_schedule, datetime.now(UTC))
+        body: dict[str, Any] = {
+            "tasks": jobs,
+            "count": len(jobs),
+            "nightly": {
+                "schedule": svc.settings.nightly_schedule,
+                "next_run": iso(upcoming) if upcoming else None,
+            },
+        }
+        if svc.queue is not None:
+            body["queue"] = svc.queue.approximate_counts()
+        return json_response(200, body)
+
+    @app.get("/api/predict/task/<task_id>", summary="Forecast task status", tags=["tasks"])
+    def predict_task(task_id: TaskId) -> Response[dict[str, Any]]:
+        return status_of(task_id)
+
+    @app.get(
+        "/api/tasks/<task_id>",
+        summary="Task status",
+        description="202 while PENDING/STARTED/RETRY, 200 when finished (FAILURE included, "
+        "with its error), 404 for an unknown id.",
+        tags=["tasks"],
+    )
+    def task(task_id: TaskId) -> Response[dict[str, Any]]:
+        return status_of(task_id)
+
+    @app.post("/api/tasks/<task_id>/cancel", summary="Cancel a task", tags=["tasks"])
+    def cancel(task_id: TaskId) -> Response[dict[str, Any]]:
+        principal(app)
+        job = service.cancel(services(), task_id)
+        return json_response(200, {"task_id": job.task_id, "status": job.status.value})
+
+    @app.get("/api/admin/dlq", summary="Dead-letter queue (admin)", tags=["admin"])
+    def dead_letters(limit: Annotated[int, Query(ge=1, le=10)] = 10) -> Response[dict[str, Any]]:
+        principal(app, admin=True)
+        dlq = _dlq(services())
+        messages = [asdict(m) for m in dlq.peek(limit)]
+        return json_response(
+            200,
+            {"messages": messages, "count": len(messages), "queue": dlq.approximate_counts()},
+        )
+
+    @app.post(
+        "/api/admin/dlq/redrive",
+        summary="Move dead letters back to the jobs queue (admin)",
+        tags=["admin"],
+    )
+    def redrive() -> Response[dict[str, Any]]:
+        principal(app, admin=True)
+        handle = _dlq(services()).redrive()
+        return json_response(202, {"task_handle": handle, "status": "started"})
+
+    @app.get(
+        "/api/openapi.json",
+        summary="This API's OpenAPI document",
+        tags=["meta"],
+        include_in_schema=False,
+    )
+    def openapi() -> Response[dict[str, Any]]:
+        from siprems.http.openapi import openapi_document
+
+        return json_response(200, openapi_document())
+
+
+def _dlq(svc: Services):
+    if svc.dead_letters is None:
+        raise SipremsError("JOBS_DLQ_URL is not configured")
+    return svc.dead_letters

@@ -1,0 +1,208 @@
+"""The job: one DynamoDB item per task, its statuses and the transitions allowed between them.
+
+Status names are those of the original Celery API, so its clients keep working. A terminal
+status (SUCCESS, FAILURE, REVOKED) never changes again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobStatus(StrEnum):
+    PENDING = "PENDING"
+    STARTED = "STARTED"
+    RETRY = "RETRY"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    REVOKED = "REVOKED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+class JobType(StrEnum):
+    PREDICT = "predict"
+    TRAIN = "train"
+    TRAIN_ALL = "train_all"
+
+
+TERMINAL = frozenset({JobStatus.SUCCESS, JobStatus.FAILURE, JobStatus.REVOKED})
+ACTIVE = frozenset({JobStatus.PENDING, JobStatus.STARTED, JobStatus.RETRY})
+
+# Allowed transitions. STARTED -> STARTED is the takeover of a job whose worker died (its
+# Lambda timed out): only once the previous attempt is certainly over (see JobStore).
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.PENDING: frozenset({JobStatus.STARTED, JobStatus.FAILURE, JobStatus.REVOKED}),
+    JobStatus.STARTED: frozenset(
+        {
+            JobStatus.STARTED,
+            JobStatus.SUCCESS,
+            JobStatus.FAILURE,
+            JobStatus.RETRY,
+            JobStatus.REVOKED,
+        }
+    ),
+    JobStatus.RETRY: frozenset({JobStatus.STARTED, JobStatus.FAILURE, JobStatus.REVOKED}),
+    JobStatus.SUCCESS: frozenset(),
+    JobStatus.FAILURE: frozenset(),
+    JobStatus.REVOKED: frozenset(),
+}
+
+
+def can_transition(current: JobStatus, target: JobStatus) -> bool:
+    return target in TRANSITIONS[current]
+
+
+def sources_of(target: JobStatus) -> list[JobStatus]:
+    """The statuses from which ``target`` may be reached (for conditional writes)."""
+    return [s for s, targets in TRANSITIONS.items() if target in targets]
+
+
+STATUS_MESSAGES = {
+    JobStatus.PENDING: "Task is waiting in the queue",
+    JobStatus.STARTED: "Task is running",
+    JobStatus.RETRY: "Task failed and will be retried",
+    JobStatus.SUCCESS: "Task completed",
+    JobStatus.FAILURE: "Task failed",
+    JobStatus.REVOKED: "Task was cancelled",
+}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """Sortable UTC timestamps (the status index sorts on created_at)."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
+def child_task_id(parent_id: str, sku: str) -> str:
+    """Deterministic: a retried fan-out finds the children it already created."""
+    return str(uuid.uuid5(uuid.UUID(parent_id), sku))
+
+
+# Namespace of the ids of scheduled (nightly) train_all parents: one parent per schedule tick.
+SCHEDULE_NAMESPACE = uuid.UUID("6f1c1c36-5f8c-4a4e-9d4b-3f0f4a3b9a51")
+
+
+def scheduled_parent_id(tick: str) -> str:
+    return str(uuid.uuid5(SCHEDULE_NAMESPACE, f"nightly/{tick}"))
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class ChildCounts(BaseModel):
+    """Progress of a train_all parent, kept as atomic counters on the parent item."""
+
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    revoked: int = 0
+    pending: int = 0
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed + self.revoked
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(use_enum_values=False)
+
+    task_id: str
+    type: JobType
+    status: JobStatus = JobStatus.PENDING
+    product_sku: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    created_at: str
+    updated_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    attempts: int = 0
+    error: JobError | None = None
+    parent_id: str | None = None
+    result_key: str | None = None
+    requested_by: str | None = None
+    expires_at: int
+    children: ChildCounts | None = None
+
+    @classmethod
+    def new(
+        cls,
+        type: JobType,
+        *,
+        product_sku: str | None = None,
+        params: dict[str, Any] | None = None,
+        task_id: str | None = None,
+        parent_id: str | None = None,
+        requested_by: str | None = None,
+        ttl_days: int = 30,
+        now: datetime | None = None,
+    ) -> Job:
+        now = now or utc_now()
+        return cls(
+            task_id=task_id or new_task_id(),
+            type=type,
+            product_sku=product_sku,
+            params=params or {},
+            created_at=iso(now),
+            updated_at=iso(now),
+            parent_id=parent_id,
+            requested_by=requested_by,
+            expires_at=int((now + timedelta(days=ttl_days)).timestamp()),
+        )
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    # --- DynamoDB item mapping --------------------------------------------------------------
+    def to_item(self) -> dict[str, Any]:
+        item = self.model_dump(mode="json", exclude_none=True, exclude={"children"})
+        if not item.get("params"):
+            item.pop("params", None)
+        return item
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Job:
+        data = _plain(item)
+        counters = {k[len("children_") :]: v for k, v in data.items() if k.startswith("children_")}
+        for key in list(data):
+            if key.startswith("children_"):
+                del data[key]
+        if counters:
+            data["children"] = ChildCounts(**counters)
+        return cls(**data)
+
+    def message(self) -> dict[str, Any]:
+        """The SQS message body: the item is the source of truth, the rest is for logs."""
+        body: dict[str, Any] = {"task_id": self.task_id, "type": self.type.value}
+        if self.product_sku:
+            body["product_sku"] = self.product_sku
+        return body
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,201 @@
+"""The worker's work on one queued message, at least once and safe to repeat.
+
+Per message: claim the job (conditional PENDING/RETRY -> STARTED, attempts + 1); a job that
+is finished or cancelled is acknowledged without work; run the fit or forecast; store the
+result in S3; SUCCESS. Permanent errors fail the job at once. Transient ones put it back
+to RETRY with exponential backoff (the message's visibility) until the last attempt, then
+FAILURE with the error. A message is acknowledged by returning, and kept in the queue by
+raising ``KeepMessage``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from siprems.errors import DeadlineExceededError, PermanentError, SipremsError
+from siprems.jobs.model import Job, JobError, JobType
+from siprems.jobs.services import Services
+from siprems.jobs.store import Outcome
+from siprems.observability import MetricUnit, job_context, logger, metrics, tracer
+from siprems.queue import backoff_seconds
+
+
+class KeepMessage(Exception):  # noqa: N818 - a signal, not an error
+    """Leave the message in the queue (it comes back after its visibility timeout)."""
+
+
+@dataclass(frozen=True)
+class Message:
+    task_id: str
+    receipt_handle: str | None
+    product_sku: str | None = None
+
+
+def parse_message(body: str, receipt_handle: str | None) -> Message:
+    try:
+        data = json.loads(body)
+        task_id = data["task_id"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PermanentError(f"not a job message: {body[:200]!r}") from exc
+    if not isinstance(task_id, str) or not task_id:
+        raise PermanentError(f"not a job message: {body[:200]!r}")
+    return Message(
+        task_id=task_id, receipt_handle=receipt_handle, product_sku=data.get("product_sku")
+    )
+
+
+JobFunction = Callable[[Job, Services, Path], dict[str, Any]]
+
+
+def run_job(job: Job, services: Services, work_dir: Path) -> dict[str, Any]:
+    """Train or forecast through the forecasting service (imported here: pandas/Prophet
+    load only in the worker)."""
+    from siprems.forecasting.service import forecast_product, train_product
+
+    if not job.product_sku:
+        raise PermanentError(f"job {job.task_id} has no product_sku")
+    with services.sales.repository() as sales:
+        if job.type is JobType.PREDICT:
+            days = job.params.get("days", services.settings.default_forecast_days)
+            return forecast_product(
+                job.product_sku, days, sales=sales, store=services.models, work_dir=work_dir
+            )
+        if job.type is JobType.TRAIN:
+            return train_product(
+                job.product_sku, sales=sales, store=services.models, work_dir=work_dir
+            )
+    raise PermanentError(f"the worker does not run {job.type.value} jobs")
+
+
+class JobRunner:
+    def __init__(self, services: Services, *, run: JobFunction = run_job) -> None:
+        self.services = services
+        self.settings = services.settings
+        self._run = run
+
+    def process(
+        self, body: str, receipt_handle: str | None, remaining_seconds: Callable[[], float]
+    ) -> str:
+        """Handle one message; returns what happened (for logs and tests), raises
+        KeepMessage to leave it in the queue."""
+        message = parse_message(body, receipt_handle)
+        with job_context(message.task_id, message.product_sku):
+            return self._process(message, remaining_seconds)
+
+    def _process(self, message: Message, remaining_seconds: Callable[[], float]) -> str:
+        store = self.services.store
+        if remaining_seconds() < self.settings.min_fit_seconds_left:
+            # Not enough time for a fit: nothing is changed, the message comes back at once.
+            logger.warning("too little time left, job goes back to the queue")
+            self._show_again(message, 0)
+            raise KeepMessage(DeadlineExceededError("too little Lambda time left").message)
+
+        claim = store.mark_started(
+            message.task_id, stale_after=timedelta(seconds=self.settings.worker_timeout_seconds)
+        )
+        if claim.outcome is Outcome.NOT_FOUND:
+            logger.warning("no such job (expired or never recorded): message dropped")
+            return "missing"
+        if claim.outcome is Outcome.TERMINAL:
+            assert claim.job is not None
+            logger.info("job already %s: acknowledged without work", claim.job.status.value)
+            if claim.job.parent_id:
+                store.finalize_parent(claim.job.parent_id)
+            return "skipped"
+        if claim.outcome is Outcome.IN_PROGRESS:
+            logger.info("job is running in another worker: message kept")
+            raise KeepMessage("in progress elsewhere")
+        if not claim.applied:
+            logger.warning("job cannot start from %s", claim.job.status.value if claim.job else "?")
+            return "skipped"
+
+        job = claim.job
+        assert job is not None
+        logger.info("job started", extra={"attempt": job.attempts, "job_type": job.type.value})
+        work_dir = self.settings.work_dir / job.task_id
+        started = time.monotonic()
+        try:
+            result = self._run_traced(job, work_dir)
+            metrics.add_metric(
+                name="FitSeconds",
+                unit=MetricUnit.Seconds,
+                value=round(time.monotonic() - started, 3),
+            )
+            result_key = self.services.models.save_forecast(job.task_id, result)
+        except PermanentError as exc:
+            return self._fail(job, exc)
+        except SipremsError as exc:
+            return self._retry_or_fail(job, message, exc)
+        except Exception as exc:  # noqa: BLE001 - an unexpected error: retried, then fails
+            logger.exception("unexpected error in job")
+            return self._retry_or_fail(job, message, SipremsError(f"{type(exc).__name__}: {exc}"))
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+        done = store.mark_succeeded(job, result_key=result_key)
+        if not done.applied:
+            logger.info(
+                "result not recorded: job is now %s", done.job.status.value if done.job else "gone"
+            )
+            return "lost"
+        metrics.add_metric(name="JobsSucceeded", unit=MetricUnit.Count, value=1)
+        logger.info("job succeeded", extra={"result_key": result_key})
+        self._after_child(job)
+        return "succeeded"
+
+    @tracer.capture_method(capture_response=False)
+    def _run_traced(self, job: Job, work_dir: Path) -> dict[str, Any]:
+        return self._run(job, self.services, work_dir)
+
+    def _fail(self, job: Job, exc: SipremsError) -> str:
+        done = self.services.store.mark_failed(
+            job, error=JobError(type=exc.code, message=exc.message)
+        )
+        if done.applied:
+            metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+            logger.error("job failed", extra={"error_type": exc.code, "error": exc.message})
+            self._after_child(job)
+        return "failed"
+
+    def _retry_or_fail(self, job: Job, message: Message, exc: SipremsError) -> str:
+        if job.attempts >= self.settings.max_attempts:
+            return self._fail(job, exc)
+        retry = self.services.store.mark_retry(
+            job.task_id, attempt=job.attempts, error=JobError(type=exc.code, message=exc.message)
+        )
+        if not retry.applied:
+            return "lost"
+        delay = backoff_seconds(
+            job.attempts,
+            base=self.settings.retry_base_seconds,
+            maximum=self.settings.retry_max_seconds,
+        )
+        logger.warning(
+            "job will be retried",
+            extra={
+                "attempt": job.attempts,
+                "retry_in_seconds": delay,
+                "error_type": exc.code,
+                "error": exc.message,
+            },
+        )
+        self._show_again(message, delay)
+        raise KeepMessage(f"retry in {delay}s")
+
+    def _show_again(self, message: Message, seconds: int) -> None:
+        if message.receipt_handle and self.services.queue is not None:
+            try:
+                self.services.queue.change_visibility(message.receipt_handle, seconds)
+            except SipremsError:
+                logger.exception("could not change the message visibility")
+
+    def _after_child(self, job: Job) -> None:
+        if job.parent_id:
+            self.services.store.finalize_parent(job.parent_id)

@@ -1,0 +1,175 @@
+"""What the API does with jobs: submit, wait, cancel, describe. Plain functions over the
+adapters in ``Services``; the HTTP layer only parses and shapes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from siprems.auth import Principal
+from siprems.errors import (
+    ConflictError,
+    NotFoundError,
+    SipremsError,
+    UnknownSkuError,
+)
+from siprems.jobs.model import STATUS_MESSAGES, Job, JobError, JobStatus, JobType
+from siprems.jobs.services import Services
+from siprems.observability import MetricUnit, logger, metrics
+
+
+def require_product(services: Services, sku: str) -> None:
+    """UnknownSkuError (404) before anything is written."""
+    with services.sales.repository() as sales:
+        if not sales.product_exists(sku):
+            raise UnknownSkuError(sku)
+
+
+def submit(services: Services, job: Job) -> Job:
+    """Record the job (PENDING), then queue it. If it cannot be queued the job is marked
+    FAILURE (so no PENDING job is left that nothing will run) and the error is raised."""
+    queue = services.require_queue()
+    if not services.store.create(job):
+        existing = services.store.get(job.task_id)
+        if existing is not None:
+            return existing
+    try:
+        queue.send(job.message())
+    except SipremsError as exc:
+        services.store.mark_failed(job, error=JobError(**_error(exc)), owned=False)
+        raise
+    metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
+    logger.info(
+        "job submitted",
+        extra={"task_id": job.task_id, "product_sku": job.product_sku, "job_type": job.type.value},
+    )
+    return job
+
+
+def new_job(
+    services: Services,
+    type: JobType,
+    *,
+    principal: Principal | None,
+    product_sku: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> Job:
+    return Job.new(
+        type,
+        product_sku=product_sku,
+        params=params,
+        requested_by=principal.user_id if principal else None,
+        ttl_days=services.settings.job_ttl_days,
+    )
+
+
+def start_train_all(services: Services, principal: Principal | None) -> Job:
+    """The API path of training every product: the parent job is recorded here and the
+    train_all function (the nightly rule's target) is started on it asynchronously."""
+    if services.invoker is None:
+        raise SipremsError("TRAIN_ALL_FUNCTION is not configured")
+    parent = new_job(services, JobType.TRAIN_ALL, principal=principal)
+    services.store.create(parent)
+    try:
+        services.invoker.invoke({"parent_id": parent.task_id})
+    except SipremsError as exc:
+        services.store.mark_failed(parent, error=JobError(**_error(exc)), owned=False)
+        raise
+    metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
+    logger.info("train_all submitted", extra={"task_id": parent.task_id})
+    return parent
+
+
+def get_job(services: Services, task_id: str) -> Job:
+    job = services.store.get(task_id)
+    if job is None:
+        raise NotFoundError(f"no task with id {task_id!r}", task_id=task_id)
+    return job
+
+
+def wait_for_terminal(
+    services: Services,
+    task_id: str,
+    timeout: float,
+    *,
+    poll_seconds: float = 0.2,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Job:
+    """Poll the job until it is terminal or ``timeout`` seconds passed; the job as last seen."""
+    deadline = clock() + max(timeout, 0.0)
+    while True:
+        job = get_job(services, task_id)
+        if job.terminal or clock() >= deadline:
+            return job
+        sleep(min(poll_seconds, max(deadline - clock(), 0.0)))
+        poll_seconds = min(poll_seconds * 1.5, 1.0)
+
+
+def cancel(services: Services, task_id: str) -> Job:
+    """REVOKED for a job that has not finished; a train_all parent takes its waiting
+    children with it. ConflictError (409) if it already finished."""
+    job = get_job(services, task_id)
+    transition = services.store.revoke(job)
+    if not transition.applied:
+        current = transition.job
+        if current is None:
+            raise NotFoundError(f"no task with id {task_id!r}", task_id=task_id)
+        raise ConflictError(
+            f"task {task_id} already finished with status {current.status.value}",
+            task_id=task_id,
+            status=current.status.value,
+        )
+    if job.type is JobType.TRAIN_ALL:
+        for child_id in services.store.child_ids(task_id):
+            child = services.store.get(child_id)
+            if child is not None and child.status in (JobStatus.PENDING, JobStatus.RETRY):
+                services.store.revoke(child)
+    logger.info("job revoked", extra={"task_id": task_id, "product_sku": job.product_sku})
+    assert transition.job is not None
+    return transition.job
+
+
+def job_view(job: Job, result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The API body of a job (the original's fields first)."""
+    body: dict[str, Any] = {
+        "task_id": job.task_id,
+        "status": job.status.value,
+        "created_at": job.created_at,
+        "message": STATUS_MESSAGES[job.status],
+        "type": job.type.value,
+    }
+    if job.product_sku:
+        body["product_sku"] = job.product_sku
+    if job.params:
+        body["params"] = job.params
+    for name in ("started_at", "finished_at", "parent_id"):
+        if getattr(job, name):
+            body[name] = getattr(job, name)
+    body["attempts"] = job.attempts
+    if job.children is not None:
+        counts = job.children
+        body["progress"] = {
+            "total": counts.total,
+            "done": counts.done,
+            "succeeded": counts.succeeded,
+            "failed": counts.failed,
+            "revoked": counts.revoked,
+            "pending": counts.pending,
+        }
+    if job.error is not None and job.status in (JobStatus.FAILURE, JobStatus.RETRY):
+        body["error"] = job.error.model_dump()
+    if result is not None:
+        body["result"] = result
+    return body
+
+
+def load_result(services: Services, job: Job) -> dict[str, Any] | None:
+    if job.status is not JobStatus.SUCCESS or not job.result_key:
+        return None
+    return services.models.load_forecast(job.task_id)
+
+
+def _error(exc: SipremsError) -> dict[str, str]:
+    return {"type": exc.code, "message": exc.message}

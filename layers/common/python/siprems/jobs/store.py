@@ -1,0 +1,409 @@
+"""The jobs table (DynamoDB): every status change is one conditional write.
+
+A write whose condition does not hold (the job moved on, was cancelled, or another worker
+owns it) is not an exception for the caller: it returns a ``Transition`` whose ``outcome``
+says why, with the job as it is now. Statuses are queried through the ``by_status`` index
+(status + created_at) and children through ``by_parent``; nothing scans the table.
+
+A train_all parent keeps atomic counters of its children (``children_total``, ``_pending``,
+``_succeeded``, ``_failed``, ``_revoked``). A child's final transition and its parent's
+counter change are one transaction, so a crash between them cannot lose a count.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from siprems.errors import StorageUnavailableError
+from siprems.jobs.model import (
+    TERMINAL,
+    Job,
+    JobError,
+    JobStatus,
+    iso,
+    sources_of,
+    utc_now,
+)
+
+STATUS_INDEX = "by_status"
+PARENT_INDEX = "by_parent"
+
+_NAMES = {"#s": "status"}
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    NOT_FOUND = "not_found"
+    TERMINAL = "terminal"  # the job had already finished (or was cancelled)
+    IN_PROGRESS = "in_progress"  # another worker holds the job right now
+    CONFLICT = "conflict"  # any other state that forbids the transition
+
+
+@dataclass(frozen=True)
+class Transition:
+    outcome: Outcome
+    job: Job | None  # after the write if applied, else as found (None if it does not exist)
+
+    @property
+    def applied(self) -> bool:
+        return self.outcome is Outcome.APPLIED
+
+
+class JobStore:
+    def __init__(self, dynamodb_resource: Any, table_name: str) -> None:
+        self._table = dynamodb_resource.Table(table_name)
+        self._client = self._table.meta.client  # accepts plain Python values, like the Table
+        self.table_name = table_name
+
+    # --- create / read ----------------------------------------------------------------------
+    def create(self, job: Job) -> bool:
+        """Put a new job; False (and nothing written) if one with this id exists."""
+        try:
+            self._call(
+                "put_item",
+                Item=_dynamo(job.to_item()),
+                ConditionExpression="attribute_not_exists(task_id)",
+            )
+        except _ConditionFailed:
+            return False
+        return True
+
+    def get(self, task_id: str) -> Job | None:
+        response = self._call("get_item", Key={"task_id": task_id}, ConsistentRead=True)
+        item = response.get("Item")
+        return Job.from_item(item) if item else None
+
+    def list_by_status(self, status: JobStatus, *, limit: int = 50) -> list[Job]:
+        """Newest first, from the status index (eventually consistent, as any GSI)."""
+        response = self._call(
+            "query",
+            IndexName=STATUS_INDEX,
+            KeyConditionExpression="#s = :s",
+            ExpressionAttributeNames=_NAMES,
+            ExpressionAttributeValues={":s": status.value},
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [Job.from_item(item) for item in response.get("Items", [])]
+
+    def child_ids(self, parent_id: str) -> list[str]:
+        ids: list[str] = []
+        kwargs: dict[str, Any] = {
+            "IndexName": PARENT_INDEX,
+            "KeyConditionExpression": "parent_id = :p",
+            "ExpressionAttributeValues": {":p": parent_id},
+        }
+        while True:
+            response = self._call("query", **kwargs)
+            ids.extend(item["task_id"] for item in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                return ids
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    # --- worker transitions -------------------------------------------------------------------
+    def mark_started(
+        self, task_id: str, *, stale_after: timedelta, now: datetime | None = None
+    ) -> Transition:
+        """PENDING/RETRY -> STARTED, attempts + 1. A STARTED job is taken over only when its
+        start is older than ``stale_after`` (the worker timeout: that worker is dead)."""
+        now = now or utc_now()
+        return self._update(
+            task_id,
+            update="SET #s = :started, started_at = :now, updated_at = :now ADD attempts :one",
+            condition=(
+                "attribute_exists(task_id) AND (#s IN (:pending, :retry)"
+                " OR (#s = :started AND started_at < :stale))"
+            ),
+            values={
+                ":started": JobStatus.STARTED.value,
+                ":pending": JobStatus.PENDING.value,
+                ":retry": JobStatus.RETRY.value,
+                ":now": iso(now),
+                ":stale": iso(now - stale_after),
+                ":one": 1,
+            },
+            busy_if_started=True,
+        )
+
+    def mark_retry(self, task_id: str, *, attempt: int, error: JobError) -> Transition:
+        """STARTED -> RETRY, only by the worker that owns ``attempt``."""
+        now = iso(utc_now())
+        return self._update(
+            task_id,
+            update="SET #s = :retry, updated_at = :now, #e = :error",
+            condition="#s = :started AND attempts = :attempt",
+            values={
+                ":retry": JobStatus.RETRY.value,
+                ":started": JobStatus.STARTED.value,
+                ":attempt": attempt,
+                ":now": now,
+                ":error": error.model_dump(),
+            },
+            names={"#e": "error"},
+        )
+
+    def mark_succeeded(self, job: Job, *, result_key: str) -> Transition:
+        """STARTED -> SUCCESS, only by the worker that owns the job's current attempt."""
+        return self._finish(
+            job,
+            JobStatus.SUCCESS,
+            set_extra="result_key = :result REMOVE #e",
+            values={":result": result_key},
+        )
+
+    def mark_failed(self, job: Job, *, error: JobError, owned: bool = True) -> Transition:
+        """-> FAILURE with the error. ``owned``: the caller runs the job's current attempt
+        (worker); otherwise any non-terminal job may fail (e.g. its message could not be
+        queued)."""
+        return self._finish(
+            job,
+            JobStatus.FAILURE,
+            set_extra="#e = :error",
+            values={":error": error.model_dump()},
+            owned=owned,
+        )
+
+    def revoke(self, job: Job) -> Transition:
+        """Cancel a job that has not finished (PENDING, STARTED or RETRY)."""
+        return self._finish(job, JobStatus.REVOKED, owned=False)
+
+    # --- train_all parents --------------------------------------------------------------------
+    def start_parent(self, parent_id: str, *, skus: list[str]) -> Transition:
+        """PENDING -> STARTED with the child list and counters, before any child is queued,
+        so that no child can finish before its parent knows the total."""
+        n = len(skus)
+        now = iso(utc_now())
+        return self._update(
+            parent_id,
+            update=(
+                "SET #s = :started, started_at = :now, updated_at = :now, skus = :skus,"
+                " children_total = :n, children_pending = :n, children_succeeded = :zero,"
+                " children_failed = :zero, children_revoked = :zero ADD attempts :one"
+            ),
+            condition="#s = :pending",
+            values={
+                ":started": JobStatus.STARTED.value,
+                ":pending": JobStatus.PENDING.value,
+                ":now": now,
+                ":skus": skus,
+                ":n": n,
+                ":zero": 0,
+                ":one": 1,
+            },
+        )
+
+    def parent_skus(self, parent_id: str) -> list[str] | None:
+        response = self._call(
+            "get_item", Key={"task_id": parent_id}, ConsistentRead=True, ProjectionExpression="skus"
+        )
+        skus = response.get("Item", {}).get("skus")
+        return list(skus) if skus is not None else None
+
+    def finalize_parent(self, parent_id: str) -> Transition:
+        """STARTED -> SUCCESS (every child succeeded) or FAILURE, once no child is pending.
+        Idempotent: anyone may call it after a child finished."""
+        parent = self.get(parent_id)
+        if parent is None:
+            return Transition(Outcome.NOT_FOUND, None)
+        if parent.terminal:
+            return Transition(Outcome.TERMINAL, parent)
+        counts = parent.children
+        if parent.status is not JobStatus.STARTED or counts is None or counts.pending > 0:
+            return Transition(Outcome.CONFLICT, parent)
+        ok = counts.failed == 0 and counts.revoked == 0
+        values: dict[str, Any] = {
+            ":final": (JobStatus.SUCCESS if ok else JobStatus.FAILURE).value,
+            ":started": JobStatus.STARTED.value,
+            ":now": iso(utc_now()),
+            ":zero": 0,
+        }
+        update = "SET #s = :final, finished_at = :now, updated_at = :now"
+        if not ok:
+            update += ", #e = :error"
+            values[":error"] = {
+                "type": "children_failed",
+                "message": f"{counts.failed} of {counts.total} products failed to train"
+                + (f", {counts.revoked} cancelled" if counts.revoked else ""),
+            }
+        return self._update(
+            parent_id,
+            update=update,
+            condition="#s = :started AND children_pending <= :zero",
+            values=values,
+            names={"#e": "error"} if not ok else None,
+        )
+
+    # --- internals ----------------------------------------------------------------------------
+    def _finish(
+        self,
+        job: Job,
+        target: JobStatus,
+        *,
+        set_extra: str | None = None,
+        values: dict[str, Any] | None = None,
+        owned: bool = True,
+    ) -> Transition:
+        now = iso(utc_now())
+        update = "SET #s = :target, finished_at = :now, updated_at = :now"
+        names = dict(_NAMES)
+        if set_extra:
+            head, _, tail = set_extra.partition(" REMOVE ")
+            update += ", " + head
+            if tail:
+                update += " REMOVE " + tail
+            if "#e" in set_extra:
+                names["#e"] = "error"
+        all_values = {":target": target.value, ":now": now, **(values or {})}
+        if owned:
+            condition = "#s = :started AND attempts = :attempt"
+            all_values[":started"] = JobStatus.STARTED.value
+            all_values[":attempt"] = job.attempts
+        else:
+            sources = [s.value for s in sources_of(target) if s not in TERMINAL]
+            placeholders = []
+            for i, source in enumerate(sources):
+                placeholders.append(f":src{i}")
+                all_values[f":src{i}"] = source
+            condition = f"#s IN ({', '.join(placeholders)})"
+        child_update = {
+            "TableName": self.table_name,
+            "Key": {"task_id": job.task_id},
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": _dynamo(all_values),
+        }
+        if not job.parent_id:
+            return self._update_raw(job.task_id, child_update)
+        counter = {
+            JobStatus.SUCCESS: "children_succeeded",
+            JobStatus.FAILURE: "children_failed",
+            JobStatus.REVOKED: "children_revoked",
+        }[target]
+        parent_update = {
+            "TableName": self.table_name,
+            "Key": {"task_id": job.parent_id},
+            "UpdateExpression": f"ADD {counter} :one, children_pending :minus_one",
+            "ConditionExpression": "attribute_exists(children_total)",
+            "ExpressionAttributeValues": {":one": 1, ":minus_one": -1},
+        }
+        try:
+            self._call(
+                "transact_write_items",
+                TransactItems=[{"Update": child_update}, {"Update": parent_update}],
+            )
+        except _TransactionCancelled as cancelled:
+            if cancelled.failed(0):
+                return self._classify(job.task_id)
+            # The parent is gone (expired) or has no counters: finish the child alone.
+            return self._update_raw(job.task_id, child_update)
+        return Transition(Outcome.APPLIED, self.get(job.task_id))
+
+    def _update(
+        self,
+        task_id: str,
+        *,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        names: dict[str, str] | None = None,
+        busy_if_started: bool = False,
+    ) -> Transition:
+        request = {
+            "TableName": self.table_name,
+            "Key": {"task_id": task_id},
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {**_NAMES, **(names or {})},
+            "ExpressionAttributeValues": _dynamo(values),
+        }
+        return self._update_raw(task_id, request, busy_if_started=busy_if_started)
+
+    def _update_raw(
+        self, task_id: str, request: dict[str, Any], *, busy_if_started: bool = False
+    ) -> Transition:
+        request = {k: v for k, v in request.items() if k != "TableName"}
+        try:
+            response = self._call(
+                "update_item",
+                **request,
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except _ConditionFailed as failed:
+            if failed.item is not None:
+                return _classified(Job.from_item(failed.item), busy_if_started)
+            return self._classify(task_id, busy_if_started)
+        return Transition(Outcome.APPLIED, Job.from_item(response["Attributes"]))
+
+    def _classify(self, task_id: str, busy_if_started: bool = False) -> Transition:
+        job = self.get(task_id)
+        if job is None:
+            return Transition(Outcome.NOT_FOUND, None)
+        return _classified(job, busy_if_started)
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        method = getattr(
+            self._table if operation != "transact_write_items" else self._client, operation
+        )
+        try:
+            return method(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ConditionalCheckFailedException":
+                raise _ConditionFailed(_deserialized(exc.response.get("Item"))) from exc
+            if code == "TransactionCanceledException":
+                raise _TransactionCancelled(exc.response) from exc
+            raise StorageUnavailableError(
+                f"DynamoDB {operation} on {self.table_name} failed: {code}", dynamodb_error=code
+            ) from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailableError(
+                f"DynamoDB {operation} on {self.table_name} failed: {exc}"
+            ) from exc
+
+
+def _classified(job: Job, busy_if_started: bool) -> Transition:
+    if job.terminal:
+        return Transition(Outcome.TERMINAL, job)
+    if busy_if_started and job.status is JobStatus.STARTED:
+        return Transition(Outcome.IN_PROGRESS, job)
+    return Transition(Outcome.CONFLICT, job)
+
+
+def _deserialized(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The item in a failed condition's error comes in the wire format."""
+    if not raw:
+        return None
+    deserializer = TypeDeserializer()
+    return {key: deserializer.deserialize(value) for key, value in raw.items()}
+
+
+def _dynamo(value: Any) -> Any:
+    """DynamoDB takes Decimal, not float."""
+    return json.loads(json.dumps(value), parse_float=Decimal)
+
+
+class _ConditionFailed(Exception):
+    def __init__(self, item: dict[str, Any] | None) -> None:
+        super().__init__("condition failed")
+        self.item = item
+
+
+class _TransactionCancelled(Exception):
+    def __init__(self, response: dict[str, Any]) -> None:
+        super().__init__("transaction cancelled")
+        self.reasons = response.get("CancellationReasons") or []
+
+    def failed(self, index: int) -> bool:
+        if index >= len(self.reasons):
+            return True  # unknown: treat as failed, the caller re-reads the item
+        return self.reasons[index].get("Code") not in (None, "None", "")

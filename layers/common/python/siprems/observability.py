@@ -1,0 +1,30 @@
+"""Powertools logging, metrics and tracing, set up once for every function.
+
+The service name comes from ``POWERTOOLS_SERVICE_NAME`` (one per function, set by the
+template) and the metrics namespace from ``POWERTOOLS_METRICS_NAMESPACE``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+logger = Logger()
+metrics = Metrics()  # namespace from POWERTOOLS_METRICS_NAMESPACE
+tracer = Tracer()
+
+__all__ = ["MetricUnit", "job_context", "logger", "metrics", "tracer"]
+
+
+@contextmanager
+def job_context(task_id: str | None, product_sku: str | None = None) -> Iterator[None]:
+    """Every log line inside names the job (``task_id``, ``product_sku``)."""
+    keys = {"task_id": task_id, "product_sku": product_sku}
+    logger.append_keys(**keys)
+    try:
+        yield
+    finally:
+        logger.remove_keys(list(keys))
