@@ -9,7 +9,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from siprems.http import new_resolver, status_api
 from siprems.jobs.services import get_services
-from siprems.observability import logger, metrics, tracer
+from siprems.observability import logger, tracer
 
 app = new_resolver()
 status_api.register(app, get_services)
@@ -17,6 +17,5 @@ status_api.register(app, get_services)
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
-@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
