@@ -6,9 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,11 +42,20 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_cli_lifecycle_over_tcp_and_a_secret(tmp_path, aws):
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    """A state folder outside pytest's base temp: as root the server runs as another user, and
+    every pytest start makes /tmp/pytest-of-root private again (0700), which would lock it out."""
+    path = Path(tempfile.mkdtemp(prefix="siprems-test-pg-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_cli_lifecycle_over_tcp_and_a_secret(state_dir, aws):
     import boto3
     from aws_lambda_powertools.utilities import parameters
 
-    state = str(tmp_path / "pg")
+    state = str(state_dir / "pg")
     port = _free_port()
     started = _cli("start", "--state-dir", state, "--port", str(port), "--seed")
     try:

