@@ -60,6 +60,7 @@ class ForecastOptions:
     correction_factor: bool = True  # median(actual / fitted), clamped to the bounds below
     correction_min: float = 0.85
     correction_max: float = 1.15
+    correction_window_days: int | None = None  # None = every training day (the original)
     # widen (or narrow) the forecast's spread on the log scale; calibrated on the backtest
     interval_scale: float = 1.0
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -34,6 +35,8 @@ os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "matpl
 for _name in ("cmdstanpy", "prophet", "prophet.plot"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 logging.getLogger("cmdstanpy").disabled = True
+# Prophet 1.5 still uses pandas arguments that pandas 3 deprecates; not ours to fix.
+warnings.filterwarnings("ignore", message=r".*(inplace keyword|convert_dates).*", module=r"prophet")
 
 SUMMER_MONTHS = frozenset({4, 5, 6, 7, 8, 9})
 
@@ -161,8 +164,12 @@ def point_forecast(trained: TrainedModel, frame: pd.DataFrame) -> np.ndarray:
 
 
 def correction_factor(trained: TrainedModel, data: pd.DataFrame) -> float:
-    """median(actual / fitted) over the training days, clamped to the configured bounds."""
+    """median(actual / fitted) over the training days (or the last ``correction_window_days``
+    of them), clamped to the configured bounds."""
     options = trained.options
+    if options.correction_window_days:
+        start = data["ds"].iloc[-1] - pd.Timedelta(days=options.correction_window_days - 1)
+        data = data[data["ds"] >= start]
     fitted = to_original_scale(point_forecast(trained, data), options)
     actual = to_original_scale(data["y"].to_numpy(), options)
     usable = (fitted > 0) & (actual > 0)

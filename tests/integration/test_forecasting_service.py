@@ -1,0 +1,198 @@
+"""train_product / forecast_product on the Kiel data in the embedded PostgreSQL, models in
+moto S3: real Prophet fits, real hold-out metrics, a stored model forecasting identically."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import boto3
+import numpy as np
+import pytest
+
+from siprems.errors import (
+    InsufficientDataError,
+    InvalidInputError,
+    ModelNotFoundError,
+    UnknownSkuError,
+)
+from siprems.forecasting.options import ForecastOptions
+from siprems.forecasting.service import forecast_product, train_product
+from siprems.model_store import ModelStore
+
+BUCKET = "siprems-models-test"
+LAST_SALES_DAY = date(2018, 7, 31)
+
+
+@pytest.fixture
+def store(aws):
+    client = boto3.client("s3", region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    return ModelStore(client, BUCKET)
+
+
+def test_train_reports_hold_out_metrics_next_to_the_naive_baseline(sales_repo, store, tmp_path):
+    summary = train_product("BRD-001", sales=sales_repo, store=store, work_dir=tmp_path)
+
+    assert summary["product_sku"] == "BRD-001"
+    assert summary["training_window"] == {"first_day": "2013-07-01", "last_day": "2018-07-31"}
+    assert summary["backtest"]["cutoff"] == (LAST_SALES_DAY - timedelta(days=28)).isoformat()
+    assert summary["backtest"]["test_days"] == 28
+    metrics = summary["metrics"]
+    for name in ("mae", "mape", "smape", "mase", "wape", "coverage_80"):
+        assert metrics[name] is not None and metrics[name] >= 0
+    assert summary["seasonal_naive"]["mase"] > 0
+    # the legacy accuracy comes from the hold-out MAPE, not from the training fit
+    assert summary["accuracy"] == pytest.approx(100 * (1 - min(metrics["mape"], 1)), abs=0.01)
+    # a real model on real data: not absurd (seasonal naive is about 1.2 on this window)
+    assert metrics["mase"] < 2.0 and metrics["wape"] < 0.5
+
+    metadata = store.load_metadata("BRD-001")
+    assert metadata["model_version_id"] == summary["model"]["version"]
+    assert metadata["config_hash"] == ForecastOptions.default().config_hash()
+    assert metadata["library_versions"]["prophet"] == "1.5.0"
+    assert metadata["samples"] + metadata["outliers_removed"] <= 1819
+    assert list(tmp_path.iterdir()) == []  # the fit's temporary directories are gone
+
+
+def test_forecast_shape_quantiles_and_recommendation(sales_repo, store, tmp_path):
+    result = forecast_product("CRS-001", 30, sales=sales_repo, store=store, work_dir=tmp_path)
+
+    assert result["product_sku"] == "CRS-001" and result["forecast_days"] == 30
+    quantiles = result["quantiles"]
+    assert [q["date"] for q in quantiles] == [
+        (LAST_SALES_DAY + timedelta(days=i + 1)).isoformat() for i in range(30)
+    ]
+    for q in quantiles:
+        assert 0 <= q["p10"] <= q["p50"] <= q["p90"]
+
+    chart = result["chartData"]
+    keys = {"date", "historical", "predicted", "lower", "upper", "isHoliday", "holidayName"}
+    assert all(set(row) == keys for row in chart)
+    history = [row for row in chart if row["date"] <= LAST_SALES_DAY.isoformat()]
+    future = chart[len(history):]
+    assert len(future) == 30
+    # the default history window: the last 60 days before the horizon, actual + fitted
+    assert history[0]["date"] >= (LAST_SALES_DAY - timedelta(days=59)).isoformat()
+    assert all(row["historical"] is not None and row["lower"] is None for row in history)
+    assert all(row["historical"] is None and row["lower"] <= row["predicted"] <= row["upper"]
+               for row in future)
+    assert [row["predicted"] for row in future] == [q["p50"] for q in quantiles]
+
+    (recommendation,) = result["recommendations"]
+    assert recommendation["productName"] == "Croissant" and recommendation["currentStock"] == 40
+    assert recommendation["predictedDemand"] == round(sum(q["p50"] for q in quantiles))
+    assert recommendation["safetyStock"] > 0
+    assert recommendation["recommendedRestock"] == max(
+        0, recommendation["predictedDemand"] + recommendation["safetyStock"] - 40
+    )
+    assert recommendation["urgency"] == "high"  # 40 croissants last less than a day
+    assert result["accuracy"] is not None and 0 <= result["accuracy"] <= 100
+    assert result["model"]["version"] == store.load_metadata("CRS-001")["model_version_id"]
+
+
+def test_a_stored_model_forecasts_identically(sales_repo, store, tmp_path):
+    train_product("RLL-001", sales=sales_repo, store=store, work_dir=tmp_path)
+    first = forecast_product("RLL-001", 14, sales=sales_repo, store=store,
+                             train_if_missing=False)
+    again = forecast_product("RLL-001", 14, sales=sales_repo, store=store,
+                             train_if_missing=False)
+    assert first == again
+
+    # and the artefact reproduces the in-memory model it was made from
+    from siprems.forecasting.artefact import from_artefact, to_artefact
+    from siprems.forecasting.predict import future_frame, predict_horizon
+    from siprems.forecasting.preprocess import sales_frame
+    from siprems.forecasting.train import fit
+
+    options = ForecastOptions.default()
+    trained = fit(sales_frame(sales_repo.daily_sales("RLL-001"), options),
+                  sales_repo.prediction_events(), options, "RLL-001", tmp_path)
+    model_json, metadata = to_artefact(trained)
+    store.save_model("RLL-001", model_json, metadata)
+    stored = store.load_model("RLL-001")
+    loaded = from_artefact(stored.model_json, stored.metadata)
+    before = predict_horizon(trained, future_frame(trained, 28))
+    after = predict_horizon(loaded, future_frame(loaded, 28))
+    assert np.array_equal(before.frame.to_numpy(), after.frame.to_numpy())
+    assert np.array_equal(before.totals, after.totals)
+
+
+def test_full_history_on_request(sales_repo, store, tmp_path):
+    result = forecast_product("CKE-001", 7, sales=sales_repo, store=store, history_days=None,
+                              work_dir=tmp_path)
+    assert len(result["chartData"]) == 1819 + 7
+    short = forecast_product("CKE-001", 7, sales=sales_repo, store=store, history_days=0)
+    assert len(short["chartData"]) == 7
+
+
+def test_kiel_week_and_public_holidays_are_named_in_the_chart(sales_repo, store, tmp_path):
+    result = forecast_product("BRD-001", 7, sales=sales_repo, store=store, history_days=None,
+                              work_dir=tmp_path)
+    names = {row["date"]: row["holidayName"] for row in result["chartData"] if row["isHoliday"]}
+    assert names["2018-06-20"] == "Kieler Woche"
+    assert names["2018-04-02"] == "Ostermontag"  # a public holiday the shop opened
+
+
+def test_no_model_and_no_training_is_model_not_found(sales_repo, store):
+    with pytest.raises(ModelNotFoundError):
+        forecast_product("CNF-001", 7, sales=sales_repo, store=store, train_if_missing=False)
+
+
+def test_unknown_sku_is_a_typed_error_and_stores_nothing(sales_repo, store):
+    with pytest.raises(UnknownSkuError, match="NOPE-001"):
+        train_product("NOPE-001", sales=sales_repo, store=store)
+    with pytest.raises(UnknownSkuError):
+        forecast_product("NOPE-001", 7, sales=sales_repo, store=store)
+    with pytest.raises(ModelNotFoundError):
+        store.load_metadata("NOPE-001")
+
+
+@pytest.mark.parametrize("days", [0, -1, 366, "7", 2.5, True])
+def test_bad_forecast_days_are_input_errors(sales_repo, store, days):
+    with pytest.raises(InvalidInputError):
+        forecast_product("BRD-001", days, sales=sales_repo, store=store)
+
+
+def test_three_days_of_history_is_insufficient_data(sales_repo, sales_conn, store):
+    sales_conn.run("BEGIN")
+    try:
+        (product_id,), = sales_conn.run(
+            "INSERT INTO products (name, category, price, stock, sku)"
+            " VALUES ('Pretzel', 'Bread', 1.50, 10, 'TST-003') RETURNING product_id"
+        )
+        for day in ("2018-07-01", "2018-07-02", "2018-07-03"):
+            sales_conn.run(
+                "INSERT INTO transactions (product_id, quantity_sold, price_per_unit,"
+                " transaction_date) VALUES (:p, 12, 1.50, :d)", p=product_id, d=day,
+            )
+        with pytest.raises(InsufficientDataError) as caught:
+            train_product("TST-003", sales=sales_repo, store=store)
+        assert "3 days with sales; at least 5" in caught.value.message
+        assert caught.value.to_dict()["type"] == "insufficient_data"
+        with pytest.raises(ModelNotFoundError):
+            store.load_metadata("TST-003")
+    finally:
+        sales_conn.run("ROLLBACK")
+
+
+def test_a_short_history_trains_without_a_backtest(sales_repo, sales_conn, store, tmp_path):
+    """Ten days: too short to hold out 28, still enough (≥ 5) to serve a model."""
+    sales_conn.run("BEGIN")
+    try:
+        (product_id,), = sales_conn.run(
+            "INSERT INTO products (name, category, price, stock, sku)"
+            " VALUES ('Pretzel', 'Bread', 1.50, 10, 'TST-010') RETURNING product_id"
+        )
+        for i in range(10):
+            sales_conn.run(
+                "INSERT INTO transactions (product_id, quantity_sold, price_per_unit,"
+                " transaction_date) VALUES (:p, :q, 1.50, :d)",
+                p=product_id, q=10 + i % 3, d=date(2018, 7, 1) + timedelta(days=i),
+            )
+        summary = train_product("TST-010", sales=sales_repo, store=store, work_dir=tmp_path)
+        assert summary["accuracy"] is None and "skipped" in summary["backtest"]
+        result = forecast_product("TST-010", 7, sales=sales_repo, store=store)
+        assert len(result["quantiles"]) == 7
+    finally:
+        sales_conn.run("ROLLBACK")

@@ -1,0 +1,130 @@
+"""ModelStore on moto S3: artefacts and metadata per SKU, versions, forecasts, errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import boto3
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from siprems.errors import (
+    InvalidInputError,
+    ModelNotFoundError,
+    NotFoundError,
+    StorageUnavailableError,
+)
+from siprems.model_store import ModelStore
+
+BUCKET = "siprems-models-test"
+
+
+@pytest.fixture
+def s3(aws):
+    client = boto3.client("s3", region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    return client
+
+
+@pytest.fixture
+def store(s3):
+    return ModelStore(s3, BUCKET)
+
+
+def test_saves_the_model_gzipped_and_metadata_naming_its_version(store, s3):
+    stored = store.save_model("BRD-001", '{"model": 1}', {"trained_at": "t1", "samples": 5})
+    assert stored["model_key"] == "models/BRD-001/model.json"
+    assert stored["model_version_id"]
+    raw = s3.get_object(Bucket=BUCKET, Key="models/BRD-001/model.json")
+    assert raw["ContentEncoding"] == "gzip"
+    assert gzip.decompress(raw["Body"].read()) == b'{"model": 1}'
+    metadata = json.loads(
+        s3.get_object(Bucket=BUCKET, Key="models/BRD-001/metadata.json")["Body"].read()
+    )
+    assert metadata["model_version_id"] == stored["model_version_id"]
+    assert metadata["samples"] == 5
+
+    loaded = store.load_model("BRD-001")
+    assert loaded.model_json == '{"model": 1}'
+    assert loaded.version == stored["model_version_id"]
+
+
+def test_a_retrain_keeps_the_previous_model_as_an_older_version(store, s3):
+    first = store.save_model("BRD-001", '{"model": 1}', {"trained_at": "t1"})
+    second = store.save_model("BRD-001", '{"model": 2}', {"trained_at": "t2"})
+    assert first["model_version_id"] != second["model_version_id"]
+    assert store.load_model("BRD-001").model_json == '{"model": 2}'
+    versions = s3.list_object_versions(Bucket=BUCKET, Prefix="models/BRD-001/model.json")
+    assert len(versions["Versions"]) == 2
+    old = s3.get_object(
+        Bucket=BUCKET, Key="models/BRD-001/model.json", VersionId=first["model_version_id"]
+    )
+    assert gzip.decompress(old["Body"].read()) == b'{"model": 1}'
+
+
+def test_metadata_pins_the_model_version_it_describes(store, s3):
+    """A model.json written after the metadata (a retrain in flight) is not served."""
+    store.save_model("BRD-001", '{"model": 1}', {"trained_at": "t1"})
+    s3.put_object(Bucket=BUCKET, Key="models/BRD-001/model.json",
+                  Body=gzip.compress(b'{"model": "in flight"}'), ContentEncoding="gzip")
+    assert store.load_model("BRD-001").model_json == '{"model": 1}'
+
+
+def test_without_versioning_a_mismatched_pair_is_transient(aws):
+    client = boto3.client("s3", region_name="us-east-1")
+    client.create_bucket(Bucket="plain-bucket")
+    store = ModelStore(client, "plain-bucket")
+    store.save_model("BRD-001", '{"model": 1}', {})
+    assert store.load_model("BRD-001").model_json == '{"model": 1}'
+    client.put_object(Bucket="plain-bucket", Key="models/BRD-001/model.json", Body=b"{}")
+    with pytest.raises(StorageUnavailableError, match="does not match"):
+        store.load_model("BRD-001")
+
+
+def test_unknown_model_is_model_not_found(store):
+    with pytest.raises(ModelNotFoundError) as caught:
+        store.load_model("CKE-001")
+    assert caught.value.http_status == 404 and not caught.value.retryable
+    with pytest.raises(ModelNotFoundError):
+        store.load_metadata("CKE-001")
+
+
+def test_forecast_results_round_trip(store):
+    result = {"product_sku": "BRD-001", "chartData": [{"date": "2018-08-01", "predicted": 41.5}]}
+    key = store.save_forecast("4f1c-task", result)
+    assert key == "forecasts/4f1c-task.json"
+    assert store.load_forecast("4f1c-task") == result
+    with pytest.raises(NotFoundError):
+        store.load_forecast("no-such-task")
+
+
+def test_a_missing_bucket_is_a_transient_storage_error(aws):
+    store = ModelStore(boto3.client("s3", region_name="us-east-1"), "no-such-bucket")
+    with pytest.raises(StorageUnavailableError) as caught:
+        store.save_model("BRD-001", "{}", {})
+    assert caught.value.retryable and "NoSuchBucket" in caught.value.message
+
+
+def test_an_unreachable_endpoint_is_a_transient_storage_error():
+    client = boto3.client(
+        "s3", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+        config=boto3.session.Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
+    with pytest.raises(StorageUnavailableError) as caught:
+        ModelStore(client, BUCKET).load_model("BRD-001")
+    assert isinstance(caught.value.__cause__, EndpointConnectionError)
+
+
+def test_keys_are_validated_before_any_call(store):
+    for bad in ("", "../etc", "a/b", "x" * 100):
+        with pytest.raises(InvalidInputError):
+            store.model_key(bad)
+    with pytest.raises(InvalidInputError):
+        store.save_forecast("../x", {})
+
+
+def test_non_json_values_are_refused(store):
+    with pytest.raises(ValueError):
+        store.save_forecast("t1", {"mase": float("nan")})
