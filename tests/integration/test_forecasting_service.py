@@ -8,7 +8,6 @@ from datetime import date, timedelta
 import boto3
 import numpy as np
 import pytest
-
 from siprems.errors import (
     InsufficientDataError,
     InvalidInputError,

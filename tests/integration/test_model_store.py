@@ -8,7 +8,6 @@ import json
 import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
-
 from siprems.errors import (
     InvalidInputError,
     ModelNotFoundError,

@@ -6,7 +6,6 @@ import math
 
 import pandas as pd
 import pytest
-
 from siprems.forecasting import metrics
 
 ACTUAL = [10, 20, 0, 40]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-
 from siprems.errors import InvalidInputError
 from siprems.forecasting.options import ForecastOptions
 

@@ -6,7 +6,6 @@ from datetime import date, timedelta
 
 import numpy as np
 import pytest
-
 from siprems.errors import InsufficientDataError
 from siprems.forecasting.options import ForecastOptions
 from siprems.forecasting.preprocess import sales_frame, to_original_scale, training_frame

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from siprems.forecasting.restock import days_of_cover, recommend
 
 TWO_WEEKS = [10.0] * 14  # demand 140
