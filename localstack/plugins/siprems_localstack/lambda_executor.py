@@ -1,0 +1,218 @@
+"""Lambda runtime executor that runs each execution environment as a local process.
+
+LocalStack's community edition only runs functions in Docker containers (and downloads its init
+binary first). This executor starts ``runtime_bootstrap.py`` with the function's interpreter
+instead: the function's code, its layers' ``python/`` folders on ``PYTHONPATH``, the environment
+LocalStack computed for it (credentials, ``AWS_ENDPOINT_URL``, the function's own variables), its
+handler and timeout. Container-image functions run from their source folders, mapped by image
+repository name.
+
+Settings (environment of the LocalStack process):
+- ``LOCAL_LAMBDA_PYTHON``: interpreter for the functions (default: LocalStack's own).
+- ``LOCAL_LAMBDA_IMAGE_SOURCES``: JSON ``{"<repository name>": {"paths": ["<folder>", ...],
+  "handler": "<module.function>"}}``; the folders are put on the path of image functions whose
+  ImageUri names that repository; ``handler`` stands in for the image's CMD when the function has
+  no ImageConfig command.
+- ``LOCAL_LAMBDA_LOG_DIR``: where each environment's output is written (default: a ``lambda-logs``
+  folder in the temporary folder).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+from localstack.aws.api.lambda_ import PackageType
+from localstack.services.lambda_.invocation.executor_endpoint import ExecutorEndpoint
+from localstack.services.lambda_.invocation.lambda_models import FunctionVersion
+from localstack.services.lambda_.invocation.runtime_executor import (
+    LambdaRuntimeException,
+    RuntimeExecutor,
+)
+
+from localstack import config
+
+LOG = logging.getLogger(__name__)
+
+BOOTSTRAP = Path(__file__).with_name("runtime_bootstrap.py")
+LOOPBACK = "127.0.0.1"
+# How long an invoke waits for the runtime's port (a timed-out runtime restarts itself).
+INVOKE_CONNECT_WAIT_S = 60.0
+
+
+def image_repository_name(image_uri: str) -> str:
+    """``123.dkr.ecr.r.amazonaws.com/team/worker:tag`` -> ``worker``."""
+    without_digest = image_uri.split("@", 1)[0]
+    last = without_digest.rsplit("/", 1)[-1]
+    return last.split(":", 1)[0]
+
+
+def image_sources() -> dict[str, dict]:
+    raw = os.environ.get("LOCAL_LAMBDA_IMAGE_SOURCES") or "{}"
+    return json.loads(raw)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+class LocalProcessEndpoint(ExecutorEndpoint):
+    """The executor endpoint, waiting longer for the runtime's port than the default backoff."""
+
+    @staticmethod
+    def _perform_invoke(invocation_url: str, proxies: dict, payload: dict) -> requests.Response:
+        deadline = time.monotonic() + INVOKE_CONNECT_WAIT_S
+        while True:
+            try:
+                return requests.post(url=invocation_url, json=payload, proxies=proxies)  # noqa: S113
+            except requests.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+
+class LocalProcessRuntimeExecutor(RuntimeExecutor):
+    def __init__(self, id: str, function_version: FunctionVersion) -> None:  # noqa: A002
+        super().__init__(id=id, function_version=function_version)
+        self.port = free_port()
+        self.executor_endpoint = LocalProcessEndpoint(
+            self.id, container_address=LOOPBACK, container_port=self.port
+        )
+        self.process: subprocess.Popen | None = None
+        self.tmp_dir: Path | None = None
+        self.log_path: Path | None = None
+
+    # -- where the code is -------------------------------------------------------------------
+    def _code_paths(self) -> tuple[list[str], str]:
+        """The folders to put on the path, and the handler."""
+        cfg = self.function_version.config
+        layer_paths = []
+        for layer in cfg.layers or []:
+            if layer.code:
+                root = Path(layer.code.get_unzipped_code_location())
+                python_dir = root / "python"
+                layer_paths.append(str(python_dir if python_dir.is_dir() else root))
+        if cfg.package_type == PackageType.Image:
+            repository = image_repository_name(cfg.image.image_uri if cfg.image else "")
+            source = image_sources().get(repository)
+            if not source:
+                raise LambdaRuntimeException(
+                    f"No local source folders for image repository '{repository}' "
+                    "(set LOCAL_LAMBDA_IMAGE_SOURCES)"
+                )
+            command = cfg.image_config.command if cfg.image_config else None
+            handler = (command or [source.get("handler")])[0]
+            if not handler:
+                raise LambdaRuntimeException(
+                    f"Image function {self.function_version.id.function_name} has no "
+                    "ImageConfig command (the handler)"
+                )
+            return [*source["paths"], *layer_paths], handler
+        code_dir = str(cfg.code.get_unzipped_code_location())
+        return [code_dir, *layer_paths], cfg.handler
+
+    # -- RuntimeExecutor ---------------------------------------------------------------------
+    def start(self, env_vars: dict[str, str]) -> None:
+        self.executor_endpoint.start()
+        paths, handler = self._code_paths()
+        function_name = self.function_version.id.function_name
+        self.tmp_dir = Path(tempfile.mkdtemp(prefix=f"lambda-{function_name[:40]}-"))
+        log_dir = Path(
+            os.environ.get("LOCAL_LAMBDA_LOG_DIR") or Path(tempfile.gettempdir()) / "lambda-logs"
+        )
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{function_name}-{self.id}.log"
+        env = {key: str(value) for key, value in env_vars.items() if value is not None}
+        # Lambda's /tmp belongs to one execution environment: so does this folder.
+        for key, value in env.items():
+            if value == "/tmp" or value.startswith("/tmp/"):  # noqa: S108
+                env[key] = str(self.tmp_dir) + value.removeprefix("/tmp")  # noqa: S108
+        env.update(
+            {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": str(self.tmp_dir),
+                "TMPDIR": str(self.tmp_dir),
+                "LANG": "C.UTF-8",
+                "PYTHONPATH": os.pathsep.join(paths),
+                "PYTHONUNBUFFERED": "1",
+                "LAMBDA_TASK_ROOT": paths[0],
+                "LOCAL_RUNTIME_PORT": str(self.port),
+                "LOCAL_RUNTIME_HANDLER": handler,
+            }
+        )
+        python = os.environ.get("LOCAL_LAMBDA_PYTHON") or shutil.which("python3") or "python3"
+        LOG.debug("Starting %s (%s) as a local process: %s", function_name, handler, self.log_path)
+        with open(self.log_path, "ab") as log_file:
+            self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and script)
+                [python, str(BOOTSTRAP)],
+                cwd=paths[0],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() ends its children too
+            )
+        self.executor_endpoint.wait_for_startup()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if self.tmp_dir:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        try:
+            self.executor_endpoint.shutdown()
+        except Exception as exc:  # noqa: BLE001 (already unregistered)
+            LOG.debug("Executor endpoint of %s already shut down: %s", self.id, exc)
+
+    def get_address(self) -> str:
+        return LOOPBACK
+
+    def get_endpoint_from_executor(self) -> str:
+        return LOOPBACK
+
+    def get_runtime_endpoint(self) -> str:
+        port = config.GATEWAY_LISTEN[0].port
+        return f"http://{LOOPBACK}:{port}{self.executor_endpoint.get_endpoint_prefix()}"
+
+    def invoke(self, payload: dict[str, str]):
+        return self.executor_endpoint.invoke(payload)
+
+    def get_logs(self) -> str:
+        if self.log_path and self.log_path.exists():
+            return self.log_path.read_text(errors="replace")
+        return ""
+
+    @classmethod
+    def prepare_version(cls, function_version: FunctionVersion) -> None:
+        cfg = function_version.config
+        if cfg.code:
+            cfg.code.prepare_for_execution()
+        for layer in cfg.layers or []:
+            if layer.code:
+                layer.code.prepare_for_execution()
+
+    @classmethod
+    def cleanup_version(cls, function_version: FunctionVersion) -> None:
+        pass
+
+    @classmethod
+    def validate_environment(cls) -> bool:
+        return True
