@@ -1,0 +1,225 @@
+"""The job model, its state machine and the DynamoDB store (moto, table from the template)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from siprems.jobs.model import (
+    TERMINAL,
+    TRANSITIONS,
+    Job,
+    JobError,
+    JobStatus,
+    JobType,
+    can_transition,
+    child_task_id,
+    scheduled_parent_id,
+)
+from siprems.jobs.schedule import next_run
+from siprems.jobs.store import Outcome
+
+STALE = timedelta(seconds=120)
+
+
+def predict_job(**kw) -> Job:
+    return Job.new(JobType.PREDICT, product_sku="BRD-001", params={"days": 7}, **kw)
+
+
+# --- state machine -------------------------------------------------------------------------
+def test_terminal_statuses_allow_no_transition():
+    for status in TERMINAL:
+        assert TRANSITIONS[status] == frozenset()
+        assert not any(can_transition(status, target) for target in JobStatus)
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "allowed"),
+    [
+        (JobStatus.PENDING, JobStatus.STARTED, True),
+        (JobStatus.PENDING, JobStatus.SUCCESS, False),
+        (JobStatus.STARTED, JobStatus.SUCCESS, True),
+        (JobStatus.STARTED, JobStatus.RETRY, True),
+        (JobStatus.RETRY, JobStatus.STARTED, True),
+        (JobStatus.RETRY, JobStatus.SUCCESS, False),
+        (JobStatus.PENDING, JobStatus.REVOKED, True),
+        (JobStatus.SUCCESS, JobStatus.REVOKED, False),
+    ],
+)
+def test_transitions(source, target, allowed):
+    assert can_transition(source, target) is allowed
+
+
+def test_job_item_round_trip_and_ttl():
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    job = predict_job(now=now, ttl_days=30)
+    item = job.to_item()
+    assert item["status"] == "PENDING" and item["type"] == "predict"
+    assert item["created_at"] == "2026-11-28T12:00:00.000Z"
+    assert item["expires_at"] == int((now + timedelta(days=30)).timestamp())
+    assert Job.from_item(item) == job
+
+
+def test_child_and_schedule_ids_are_deterministic():
+    parent = scheduled_parent_id("2026-11-29T02:00:00Z")
+    assert parent == scheduled_parent_id("2026-11-29T02:00:00Z")
+    assert parent != scheduled_parent_id("2026-11-30T02:00:00Z")
+    assert child_task_id(parent, "BRD-001") == child_task_id(parent, "BRD-001")
+    assert child_task_id(parent, "BRD-001") != child_task_id(parent, "RLL-001")
+
+
+# --- store ---------------------------------------------------------------------------------
+def test_create_is_conditional(jobs_store):
+    job = predict_job()
+    assert jobs_store.create(job) is True
+    assert jobs_store.create(job.model_copy(update={"product_sku": "X"})) is False
+    assert jobs_store.get(job.task_id).product_sku == "BRD-001"
+    assert jobs_store.get("no-such-task") is None
+
+
+def test_started_once_then_in_progress_then_taken_over_when_stale(jobs_store):
+    job = predict_job()
+    jobs_store.create(job)
+    first = jobs_store.mark_started(job.task_id, stale_after=STALE)
+    assert first.applied and first.job.status is JobStatus.STARTED and first.job.attempts == 1
+    again = jobs_store.mark_started(job.task_id, stale_after=STALE)
+    assert again.outcome is Outcome.IN_PROGRESS and again.job.attempts == 1
+    later = datetime.now(UTC) + STALE + timedelta(seconds=1)
+    takeover = jobs_store.mark_started(job.task_id, stale_after=STALE, now=later)
+    assert takeover.applied and takeover.job.attempts == 2
+
+
+def test_a_terminal_job_never_changes(jobs_store):
+    job = predict_job()
+    jobs_store.create(job)
+    started = jobs_store.mark_started(job.task_id, stale_after=STALE).job
+    assert jobs_store.mark_succeeded(started, result_key="forecasts/x.json").applied
+    for attempt in (
+        jobs_store.mark_started(job.task_id, stale_after=STALE),
+        jobs_store.mark_failed(started, error=JobError(type="t", message="m")),
+        jobs_store.mark_failed(started, error=JobError(type="t", message="m"), owned=False),
+        jobs_store.mark_retry(job.task_id, attempt=1, error=JobError(type="t", message="m")),
+        jobs_store.revoke(started),
+    ):
+        assert attempt.outcome is Outcome.TERMINAL
+        assert attempt.job.status is JobStatus.SUCCESS
+    stored = jobs_store.get(job.task_id)
+    assert stored.status is JobStatus.SUCCESS and stored.result_key == "forecasts/x.json"
+
+
+def test_only_the_owner_of_the_current_attempt_may_finish(jobs_store):
+    job = predict_job()
+    jobs_store.create(job)
+    old = jobs_store.mark_started(job.task_id, stale_after=STALE).job
+    later = datetime.now(UTC) + STALE + timedelta(seconds=1)
+    jobs_store.mark_started(job.task_id, stale_after=STALE, now=later)  # attempt 2 takes over
+    lost = jobs_store.mark_succeeded(old, result_key="forecasts/old.json")
+    assert lost.outcome is Outcome.CONFLICT
+    assert jobs_store.get(job.task_id).status is JobStatus.STARTED
+
+
+def test_retry_keeps_the_error_and_can_start_again(jobs_store):
+    job = predict_job()
+    jobs_store.create(job)
+    started = jobs_store.mark_started(job.task_id, stale_after=STALE).job
+    error = JobError(type="database_unavailable", message="db down")
+    assert jobs_store.mark_retry(job.task_id, attempt=started.attempts, error=error).applied
+    stored = jobs_store.get(job.task_id)
+    assert stored.status is JobStatus.RETRY and stored.error == error
+    restarted = jobs_store.mark_started(job.task_id, stale_after=STALE)
+    assert restarted.applied and restarted.job.attempts == 2
+
+
+def test_revoke_pending_then_conflict_when_terminal(jobs_store):
+    job = predict_job()
+    jobs_store.create(job)
+    revoked = jobs_store.revoke(job)
+    assert revoked.applied and revoked.job.status is JobStatus.REVOKED
+    assert jobs_store.mark_started(job.task_id, stale_after=STALE).outcome is Outcome.TERMINAL
+    assert jobs_store.revoke(job).outcome is Outcome.TERMINAL
+
+
+def test_missing_job_is_a_typed_outcome(jobs_store):
+    assert jobs_store.mark_started("nope", stale_after=STALE).outcome is Outcome.NOT_FOUND
+    ghost = predict_job()
+    assert jobs_store.revoke(ghost).outcome is Outcome.NOT_FOUND
+
+
+def test_list_by_status_uses_the_index_newest_first(jobs_store):
+    base = datetime(2026, 11, 28, tzinfo=UTC)
+    jobs = [predict_job(now=base + timedelta(minutes=i)) for i in range(3)]
+    for job in jobs:
+        jobs_store.create(job)
+    jobs_store.mark_started(jobs[1].task_id, stale_after=STALE)
+    pending = jobs_store.list_by_status(JobStatus.PENDING)
+    assert [j.task_id for j in pending] == [jobs[2].task_id, jobs[0].task_id]
+    assert [j.task_id for j in jobs_store.list_by_status(JobStatus.STARTED)] == [jobs[1].task_id]
+
+
+def test_parent_counts_children_and_finishes_when_all_are_done(jobs_store):
+    parent = Job.new(JobType.TRAIN_ALL)
+    jobs_store.create(parent)
+    assert jobs_store.start_parent(parent.task_id, skus=["A-1", "B-1"]).applied
+    children = []
+    for sku in ("A-1", "B-1"):
+        child = Job.new(
+            JobType.TRAIN,
+            product_sku=sku,
+            parent_id=parent.task_id,
+            task_id=child_task_id(parent.task_id, sku),
+        )
+        jobs_store.create(child)
+        children.append(jobs_store.mark_started(child.task_id, stale_after=STALE).job)
+    assert sorted(jobs_store.child_ids(parent.task_id)) == sorted(c.task_id for c in children)
+
+    assert jobs_store.mark_succeeded(children[0], result_key="k").applied
+    assert jobs_store.finalize_parent(parent.task_id).outcome is Outcome.CONFLICT  # 1 pending
+    mid = jobs_store.get(parent.task_id)
+    assert mid.status is JobStatus.STARTED
+    assert (mid.children.total, mid.children.succeeded, mid.children.pending) == (2, 1, 1)
+
+    failed = jobs_store.mark_failed(children[1], error=JobError(type="x", message="y"))
+    assert failed.applied
+    # A repeated final transition does not count twice.
+    assert (
+        jobs_store.mark_failed(children[1], error=JobError(type="x", message="y")).outcome
+        is Outcome.TERMINAL
+    )
+    done = jobs_store.finalize_parent(parent.task_id)
+    assert done.applied and done.job.status is JobStatus.FAILURE
+    assert done.job.children.failed == 1 and done.job.children.pending == 0
+    assert "1 of 2" in done.job.error.message
+    assert jobs_store.finalize_parent(parent.task_id).outcome is Outcome.TERMINAL
+
+
+def test_parent_starts_once(jobs_store):
+    parent = Job.new(JobType.TRAIN_ALL)
+    jobs_store.create(parent)
+    assert jobs_store.start_parent(parent.task_id, skus=["A-1"]).applied
+    assert not jobs_store.start_parent(parent.task_id, skus=["A-1", "B-1"]).applied
+    assert jobs_store.parent_skus(parent.task_id) == ["A-1"]
+
+
+# --- schedule ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("expression", "after", "expected"),
+    [
+        ("cron(0 2 * * ? *)", datetime(2026, 11, 28, 21, 0), datetime(2026, 11, 29, 2, 0)),
+        ("cron(0 2 * * ? *)", datetime(2026, 11, 28, 1, 59), datetime(2026, 11, 28, 2, 0)),
+        ("cron(0 2 * * ? *)", datetime(2026, 11, 28, 2, 0), datetime(2026, 11, 29, 2, 0)),
+        ("cron(15 10 ? * MON-FRI *)", datetime(2026, 11, 28, 0, 0), datetime(2026, 11, 30, 10, 15)),
+        ("cron(0/20 * * * ? *)", datetime(2026, 11, 28, 5, 41), datetime(2026, 11, 28, 6, 0)),
+        ("cron(0 0 1 JAN ? 2027)", datetime(2026, 11, 28), datetime(2027, 1, 1)),
+    ],
+)
+def test_next_nightly_run(expression, after, expected):
+    assert next_run(expression, after.replace(tzinfo=UTC)) == expected.replace(tzinfo=UTC)
+
+
+def test_rate_has_no_computable_next_run_and_garbage_is_refused():
+    from siprems.errors import InvalidInputError
+
+    assert next_run("rate(1 day)") is None
+    with pytest.raises(InvalidInputError):
+        next_run("every night")
