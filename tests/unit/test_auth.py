@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import jwt
 import pytest
-
-from scripts.gen_events import SAMPLE_SIGNING_KEY
 from siprems.auth import Principal, bearer_token, mint_token, verify_access_token
 from siprems.errors import UnauthorizedError
+
+from scripts.gen_events import SAMPLE_SIGNING_KEY
 from tests.fixtures.app import invoke, load_event
 
 KEY = "a-test-signing-key-of-at-least-32-bytes!"
@@ -35,7 +35,8 @@ def test_mint_and_verify_round_trip_with_the_original_claims():
             id="bad-signature",
         ),
         pytest.param(
-            lambda: mint_token(KEY, user_id=1, email="e", token_type="refresh"), id="refresh"
+            lambda: mint_token(KEY, user_id=1, email="e", token_type="refresh"),  # noqa: S106
+            id="refresh",
         ),
         pytest.param(
             lambda: jwt.encode(
@@ -138,7 +139,6 @@ def test_authorizer_gives_an_admin_every_route(authorizer_env):
 def test_signing_key_from_ssm_parameter(aws, monkeypatch):
     """On AWS the key is an SSM SecureString read through Powertools parameters (cached)."""
     from aws_lambda_powertools.utilities import parameters
-
     from siprems.config import load_settings
     from siprems.secrets import jwt_signing_key
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from siprems.jobs.model import (
     TERMINAL,
     TRANSITIONS,

@@ -8,7 +8,6 @@ import json
 import boto3
 import pytest
 from botocore.stub import Stubber
-
 from siprems.errors import QueueUnavailableError
 from siprems.queue import DeadLetterQueue, JobQueue, backoff_seconds
 
