@@ -205,9 +205,12 @@ class EmbeddedPostgres:
             os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
         if (self.pgdata / "PG_VERSION").exists():
             return
+        args = ["--auth=trust", "--encoding=UTF8", "--locale=C", "-U", SUPERUSER]
+        if not self.durable:
+            args.append("--no-sync")  # a throw-away cluster need not wait for the disk
         try:
             initdb(
-                ["--auth=trust", "--encoding=UTF8", "--locale=C", "-U", SUPERUSER],
+                args,
                 pgdata=self.pgdata,
                 user=user,
                 timeout=120,
