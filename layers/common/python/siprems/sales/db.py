@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -145,17 +146,25 @@ def params_from_secret(secret: dict[str, Any]) -> ConnectionParams:
     )
 
 
+@lru_cache(maxsize=4)
+def _secrets_provider(endpoint_url: str) -> Any:
+    """One provider per endpoint (LocalStack), so its cache lives as long as the process."""
+    import boto3
+    from aws_lambda_powertools.utilities import parameters
+
+    return parameters.SecretsProvider(
+        boto3_client=boto3.client("secretsmanager", endpoint_url=endpoint_url)
+    )
+
+
 def _fetch_secret(name: str, endpoint_url: str | None) -> dict[str, Any]:
     from aws_lambda_powertools.utilities import parameters
 
     try:
         if endpoint_url:
-            import boto3
-
-            provider = parameters.SecretsProvider(
-                boto3_client=boto3.client("secretsmanager", endpoint_url=endpoint_url)
+            value = _secrets_provider(endpoint_url).get(
+                name, transform="json", max_age=SECRET_MAX_AGE
             )
-            value = provider.get(name, transform="json", max_age=SECRET_MAX_AGE)
         else:
             value = parameters.get_secret(name, transform="json", max_age=SECRET_MAX_AGE)
     except Exception as exc:  # boto3, transform and network errors all mean "no credentials"
