@@ -6,6 +6,7 @@ template) and the metrics namespace from ``POWERTOOLS_METRICS_NAMESPACE``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,6 +16,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 logger = Logger()
 metrics = Metrics()  # namespace from POWERTOOLS_METRICS_NAMESPACE
 tracer = Tracer()
+
+# A request refused before any job was written has no metric to publish: that is normal.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 __all__ = ["MetricUnit", "job_context", "logger", "metrics", "tracer"]
 

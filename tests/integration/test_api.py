@@ -1,0 +1,168 @@
+"""The API functions (submit, status) driven by the sample events: every bad input is a 4xx
+with {"error": ...} that writes nothing; status, lists, cancel, admin routes, OpenAPI."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures.app import api_event, invoke, response_json
+
+
+def assert_nothing_written(app):
+    assert app.items() == []
+    assert app.receive(visibility=0) == []
+
+
+@pytest.mark.parametrize(
+    ("event", "status", "type_"),
+    [
+        ("submit/predict-async-days-0.json", 422, "invalid_input"),
+        ("submit/predict-async-days-366.json", 422, "invalid_input"),
+        ("submit/predict-async-days-string.json", 422, "invalid_input"),
+        ("submit/predict-async-missing-sku.json", 422, "invalid_input"),
+        ("submit/predict-async-malformed-json.json", 400, "invalid_json"),
+        ("submit/predict-async-unknown-sku.json", 404, "unknown_sku"),
+        ("submit/train-product-unknown-sku.json", 404, "unknown_sku"),
+        ("submit/predict-async-no-authorizer.json", 401, "unauthorized"),
+        ("submit/train-all-non-admin.json", 403, "forbidden"),
+    ],
+)
+def test_bad_requests_are_refused_and_change_nothing(app, event, status, type_):
+    response = invoke("submit", api_event(event))
+    assert response["statusCode"] == status, response["body"]
+    body = response_json(response)
+    assert body["type"] == type_
+    assert isinstance(body["error"], str) and body["error"]
+    assert_nothing_written(app)
+
+
+def test_days_errors_name_the_field(app):
+    body = response_json(invoke("submit", api_event("submit/predict-async-days-366.json")))
+    assert "days" in body["error"]
+
+
+def test_train_product_is_queued(app):
+    response = invoke("submit", api_event("submit/train-product.json"))
+    assert response["statusCode"] == 202
+    body = response_json(response)
+    assert body["status"] == "submitted" and body["product_sku"] == "BRD-001"
+    [item] = app.items()
+    assert item["type"] == "train" and item["status"] == "PENDING"
+    assert item["requested_by"] == "42"
+    [message] = app.receive(visibility=0)
+    assert body["task_id"] in message["Body"]
+
+
+def test_unknown_task_is_404_and_bad_id_is_refused(app):
+    unknown = invoke(
+        "status",
+        api_event(
+            "status/task.json", path_parameters={"task_id": "0b7c1d1e-0000-4000-8000-000000000000"}
+        ),
+    )
+    assert unknown["statusCode"] == 404
+    assert response_json(unknown)["type"] == "not_found"
+    bad = invoke("status", api_event("status/task.json", path_parameters={"task_id": "%20;drop"}))
+    assert bad["statusCode"] == 422
+
+
+def submit_predict(app) -> str:
+    response = invoke("submit", api_event("submit/predict-async.json"))
+    assert response["statusCode"] == 202
+    return response_json(response)["task_id"]
+
+
+def test_cancel_revokes_once_then_conflicts(app):
+    task_id = submit_predict(app)
+    cancel = api_event("status/cancel.json", path_parameters={"task_id": task_id})
+    first = invoke("status", cancel)
+    assert first["statusCode"] == 200
+    assert response_json(first) == {"task_id": task_id, "status": "REVOKED"}
+    second = invoke("status", cancel)
+    assert second["statusCode"] == 409
+    assert response_json(second)["type"] == "conflict"
+
+    # The queued message is acknowledged without work.
+    assert app.run_worker() == {"batchItemFailures": []}
+    status = invoke("status", api_event("status/task.json", path_parameters={"task_id": task_id}))
+    assert status["statusCode"] == 200
+    assert response_json(status)["status"] == "REVOKED"
+    assert "result" not in response_json(status)
+
+
+def test_cancel_of_a_finished_job_is_409(app):
+    task_id = submit_predict(app)
+    app.run_worker()
+    response = invoke(
+        "status", api_event("status/cancel.json", path_parameters={"task_id": task_id})
+    )
+    assert response["statusCode"] == 409
+    status = invoke("status", api_event("status/task.json", path_parameters={"task_id": task_id}))
+    assert response_json(status)["status"] == "SUCCESS"
+
+
+def test_active_and_scheduled_lists(app):
+    queued = submit_predict(app)
+    running = submit_predict(app)
+    from datetime import timedelta
+
+    app.services.store.mark_started(running, stale_after=timedelta(seconds=60))
+
+    active = response_json(invoke("status", api_event("status/active.json")))
+    assert [t["task_id"] for t in active["tasks"]] == [running]
+    assert active["tasks"][0]["status"] == "STARTED"
+
+    scheduled = response_json(invoke("status", api_event("status/scheduled.json")))
+    assert [t["task_id"] for t in scheduled["tasks"]] == [queued]
+    assert scheduled["nightly"]["schedule"] == "cron(0 2 * * ? *)"
+    assert scheduled["nightly"]["next_run"].endswith("T02:00:00.000Z")
+    assert scheduled["queue"]["visible"] == 2
+
+
+def test_admin_dlq_view_and_redrive_need_the_admin_role(app):
+    forbidden = invoke("status", api_event("status/dlq-non-admin.json"))
+    assert forbidden["statusCode"] == 403
+    app.sqs.send_message(QueueUrl=app.dlq_url, MessageBody='{"task_id": "lost-one"}')
+    view = invoke("status", api_event("status/dlq.json"))
+    assert view["statusCode"] == 200
+    body = response_json(view)
+    assert [m["body"] for m in body["messages"]] == [{"task_id": "lost-one"}]
+    assert body["queue"]["visible"] == 1
+
+
+def test_redrive_starts_a_move_task_from_the_dlq(app):
+    """moto does not implement StartMessageMoveTask: the route runs for real down to the SQS
+    client, whose two calls are answered by a Stubber (LocalStack runs the real move)."""
+    from botocore.stub import Stubber
+
+    dlq = app.services.dead_letters
+    arn = "arn:aws:sqs:us-east-1:123456789012:siprems-jobs-dlq-test"
+    with Stubber(dlq._sqs) as stub:
+        stub.add_response(
+            "get_queue_attributes",
+            {"Attributes": {"QueueArn": arn}},
+            {"QueueUrl": app.dlq_url, "AttributeNames": ["QueueArn"]},
+        )
+        stub.add_response("start_message_move_task", {"TaskHandle": "move-1"}, {"SourceArn": arn})
+        response = invoke("status", api_event("status/dlq-redrive.json"))
+        stub.assert_no_pending_responses()
+    assert response["statusCode"] == 202
+    assert response_json(response) == {"task_handle": "move-1", "status": "started"}
+
+
+def test_openapi_document_covers_both_functions(app):
+    response = invoke("status", api_event("status/openapi.json"))
+    assert response["statusCode"] == 200
+    paths = response_json(response)["paths"]
+    assert "/api/predict/async" in paths and "/api/tasks/{task_id}" in paths
+    assert "/api/admin/dlq/redrive" in paths
+    schema = response_json(response)["components"]["schemas"]["PredictRequest"]
+    assert schema["properties"]["days"]["maximum"] == 365
+
+
+def test_unknown_route_is_a_json_404(app):
+    event = api_event("status/active.json")
+    event["path"] = "/api/nothing-here"
+    response = invoke("status", event)
+    assert response["statusCode"] == 404
+    assert response_json(response)["type"] == "not_found"
