@@ -1,0 +1,157 @@
+"""The worker function on SQS batches: real Prophet fits on the Kiel data, moto for AWS.
+At-least-once delivery, permanent and transient failures, backoff, deadlines."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from siprems.jobs.model import Job, JobType
+
+from tests.fixtures.app import api_event, invoke, load_event, response_json
+
+
+def submit(app, event="submit/train-product.json") -> str:
+    response = invoke("submit", api_event(event))
+    assert response["statusCode"] == 202, response["body"]
+    return response_json(response)["task_id"]
+
+
+def job(app, task_id):
+    return app.services.store.get(task_id)
+
+
+def model_versions(app, sku="BRD-001"):
+    key = f"models/{sku}/model.json"
+    versions = app.s3.list_object_versions(Bucket=app.bucket, Prefix=key).get("Versions", [])
+    return [v for v in versions if v["Key"] == key]
+
+
+def reset_services(monkeypatch, **env):
+    from siprems.config import load_settings
+    from siprems.jobs.services import get_services
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    load_settings.cache_clear()
+    get_services.cache_clear()
+
+
+def test_duplicate_delivery_trains_once_and_transitions_once(app):
+    task_id = submit(app)
+    [message] = app.receive()
+    event = app.sqs_event([message])
+
+    assert invoke("worker", event) == {"batchItemFailures": []}
+    first = job(app, task_id)
+    assert first.status.value == "SUCCESS" and first.attempts == 1
+    assert len(model_versions(app)) == 1
+
+    # SQS delivers the same message again (at-least-once): acknowledged without work.
+    assert invoke("worker", event) == {"batchItemFailures": []}
+    again = job(app, task_id)
+    assert again == first  # no second transition, same timestamps and attempts
+    assert len(model_versions(app)) == 1  # no second model version
+
+    result = app.services.models.load_forecast(task_id)
+    assert result["product_sku"] == "BRD-001"
+    assert result["model"]["version"] == model_versions(app)[0]["VersionId"]
+
+
+def test_a_message_whose_job_is_running_elsewhere_stays_in_the_queue(app):
+    task_id = submit(app)
+    app.services.store.mark_started(task_id, stale_after=timedelta(seconds=120))
+    [message] = app.receive()
+    response = invoke("worker", app.sqs_event([message]))
+    assert response == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+    assert job(app, task_id).attempts == 1  # untouched
+    assert model_versions(app) == []
+
+
+def test_unknown_sku_fails_at_once_with_the_error_stored(app):
+    """A job that bypassed the API's checks (written directly): permanent error, FAILURE on
+    the first attempt, message acknowledged."""
+    poison = Job.new(JobType.PREDICT, product_sku="NOPE-404", params={"days": 7})
+    app.services.store.create(poison)
+    app.services.queue.send(poison.message())
+    assert app.run_worker() == {"batchItemFailures": []}
+    failed = job(app, poison.task_id)
+    assert failed.status.value == "FAILURE" and failed.attempts == 1
+    assert failed.error.type == "unknown_sku" and "NOPE-404" in failed.error.message
+    assert app.receive(visibility=0) == []
+
+    status = invoke(
+        "status", api_event("status/task.json", path_parameters={"task_id": poison.task_id})
+    )
+    assert status["statusCode"] == 200  # FAILURE is final: 200 with the error
+    assert response_json(status)["error"]["type"] == "unknown_sku"
+
+
+def test_unparseable_message_goes_to_the_dlq_after_max_receives(app):
+    sample = load_event("worker/sqs-poison.json")
+    response = invoke("worker", sample)
+    assert response == {
+        "batchItemFailures": [{"itemIdentifier": sample["Records"][0]["messageId"]}]
+    }
+
+    app.sqs.send_message(QueueUrl=app.queue_url, MessageBody=sample["Records"][0]["body"])
+    rounds = 0
+    while messages := app.receive(visibility=0):
+        rounds += 1
+        failures = invoke("worker", app.sqs_event(messages))["batchItemFailures"]
+        assert len(failures) == 1
+    assert rounds == 3  # maxReceiveCount of the template
+    dead = app.services.dead_letters.peek()
+    assert [d.body for d in dead] == ["this is not a job message"]
+    assert app.items() == []
+
+
+def test_transient_errors_retry_with_backoff_then_fail(app, monkeypatch):
+    task_id = submit(app)
+    # The sales database goes away: every attempt fails with a transient error.
+    reset_services(
+        monkeypatch,
+        DATABASE_URL="postgresql://siprems@127.0.0.1:9/siprems?connect_timeout=1&sslmode=disable",
+        RETRY_BASE_SECONDS="60",
+    )
+    for attempt in (1, 2):
+        [message] = app.receive(visibility=0)  # hidden only if the worker hides it
+        response = invoke("worker", app.sqs_event([message]))
+        assert response == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+        retry = job(app, task_id)
+        assert retry.status.value == "RETRY" and retry.attempts == attempt
+        assert retry.error.type == "database_unavailable"
+        # Backoff: the worker hid the message (60 s, then 120 s) ...
+        assert app.receive(visibility=0) == []
+        # ... until it is due (here: shown again at once).
+        app.sqs.change_message_visibility(
+            QueueUrl=app.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        )
+    [message] = app.receive(visibility=0)
+    assert invoke("worker", app.sqs_event([message])) == {"batchItemFailures": []}
+    failed = job(app, task_id)
+    assert failed.status.value == "FAILURE" and failed.attempts == 3
+    assert failed.error.type == "database_unavailable"
+
+
+def test_too_little_time_left_returns_the_message_untouched(app):
+    task_id = submit(app)
+    [message] = app.receive()
+    response = invoke("worker", app.sqs_event([message]), remaining_ms=1_000)
+    assert response == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+    pending = job(app, task_id)
+    assert pending.status.value == "PENDING" and pending.attempts == 0
+    assert len(app.receive(visibility=0)) == 1  # visible again at once
+
+
+@pytest.mark.parametrize("days", [1, 30])
+def test_predict_job_returns_the_requested_horizon(app, days):
+    event = api_event("submit/predict-async.json", body={"product_sku": "CKE-001", "days": days})
+    response = invoke("submit", event)
+    task_id = response_json(response)["task_id"]
+    app.run_worker()
+    result = app.services.models.load_forecast(task_id)
+    assert result["forecast_days"] == days
+    assert len(result["quantiles"]) == days
+    assert json.dumps(result)  # JSON-safe as stored
