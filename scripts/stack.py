@@ -86,10 +86,14 @@ def image_functions(template: Path) -> list[str]:
 
 
 def run(command: list[str], log: Path) -> None:
+    """Runs a samlocal command in the log's folder (sam keeps its .aws-sam/deps cache in the
+    working directory: one per stack, away from any other build of the project)."""
     with open(log, "ab") as out:
         out.write(f"\n$ {' '.join(command)}\n".encode())
         out.flush()
-        result = subprocess.run(command, env=sam_env(), stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+        result = subprocess.run(  # noqa: S603
+            command, env=sam_env(), stdout=out, stderr=subprocess.STDOUT, cwd=log.parent
+        )
     if result.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-25:]
         sys.exit(

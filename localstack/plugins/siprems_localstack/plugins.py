@@ -23,3 +23,28 @@ def register_lambda_authorizers():
     from siprems_localstack.authorizer import LambdaAuthorizerHandler
 
     handlers.preprocess_request.append(LambdaAuthorizerHandler())
+
+
+@hooks.on_infra_start()
+def fix_find_in_map_with_number_keys():
+    """``Fn::FindInMap`` keyed by a ``Number`` parameter (e.g. a timeout) fails in LocalStack's
+    CloudFormation engine: it turns the parameter into an int, while mapping keys are strings (as
+    on AWS, where every parameter value is a string). Look the key up as a string."""
+    from localstack.services.cloudformation.engine.v2.change_set_model_preproc import (
+        ChangeSetModelPreproc,
+    )
+
+    original = ChangeSetModelPreproc._resolve_mapping
+    if getattr(original, "keys_as_strings", False):
+        return
+
+    def _resolve_mapping(self, map_name, top_level_key, second_level_key):
+        def as_key(key):
+            if isinstance(key, float) and key.is_integer():
+                key = int(key)
+            return str(key) if isinstance(key, int | float) and not isinstance(key, bool) else key
+
+        return original(self, map_name, as_key(top_level_key), as_key(second_level_key))
+
+    _resolve_mapping.keys_as_strings = True
+    ChangeSetModelPreproc._resolve_mapping = _resolve_mapping

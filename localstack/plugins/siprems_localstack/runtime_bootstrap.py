@@ -53,13 +53,13 @@ class OutputCapture:
     def _pump(self, read_fd: int) -> None:
         with os.fdopen(read_fd, "r", errors="replace") as source:
             for line in source:
-                os.write(self._passthrough, line.encode())
                 with self._lock:
                     if self._marker is not None and line.strip() == self._marker:
                         self._marker_seen.set()
                         continue
                     if self._buffer is not None:
                         self._buffer.append(line)
+                os.write(self._passthrough, line.encode())
 
     def restore(self) -> None:
         """Points descriptors 1 and 2 back at the original stdout (before an exec)."""
