@@ -86,6 +86,11 @@ def train_all(services: Services, parent_id: str) -> FanOut:
         store.finalize_parent(parent_id)
     logger.info(
         "train_all fanned out",
-        extra={"task_id": parent_id, "total": len(skus), "created": created, "queued": queued},
+        extra={
+            "task_id": parent_id,
+            "children_total": len(skus),
+            "children_created": created,
+            "children_queued": queued,
+        },
     )
     return FanOut(parent_id, JobStatus.STARTED.value, len(skus), created, queued)
