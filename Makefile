@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: venv test demo bench lint clean
+.PHONY: venv test demo bench lint clean sam-local up down e2e token
 
 venv:
 	@scripts/bootstrap.sh
@@ -23,5 +23,30 @@ lint: venv
 	$(PY) -m ruff check layers functions tests bench scripts
 	$(PY) -m cfn_lint template.yaml
 
+## sam-local: sam build, sam local invoke of every function with each event, sam local start-api, in
+## Docker (starts its own engine if none runs and stops it; base images pulled or built offline)
+sam-local: venv
+	@scripts/docker/sam-local.sh $(ARGS)
+
 clean:
+	-@scripts/docker/engine.sh stop 2>/dev/null
 	rm -rf .state .aws-sam
+
+## up: the whole service locally without Docker (LocalStack on the host + embedded PostgreSQL),
+## template.yaml deployed with samlocal, then a forecast through the API; leaves it running
+up:
+	@scripts/up.sh $(ARGS)
+
+## down: stop what `make up` started (says what data it kept)
+down:
+	@scripts/down.sh
+
+## token: a fresh access token for the running local stack (ARGS="--role admin" for admin routes)
+token:
+	@PYTHONPATH=layers/common/python:. $(PY) -m scripts.stack token $(ARGS)
+
+## e2e: end-to-end tests against the local stack (starts LocalStack if needed; a few minutes)
+e2e: venv
+	@scripts/bootstrap.sh sam
+	@python3 localstack/launcher.py install
+	PYTHONPATH=layers/common/python:. $(PY) -m pytest -q tests/e2e $(ARGS)

@@ -1,6 +1,9 @@
-"""Builds and deploys a SAM template into the local stack (LocalStack on 127.0.0.1:4566).
+"""The local stack: LocalStack on 127.0.0.1:4566, the embedded PostgreSQL, the template deployed.
 
-    .venv/bin/python -m scripts.stack deploy --template template.yaml --stack-name NAME \
+    .venv/bin/python -m scripts.stack up       # what `make up` runs after bootstrapping
+    .venv/bin/python -m scripts.stack down     # what `make down` runs
+    .venv/bin/python -m scripts.stack token    # a fresh access token for curl
+    .venv/bin/python -m scripts.stack deploy --template T --stack-name NAME \
         --image WorkerFunction=000000000000.dkr.ecr.us-east-1.amazonaws.com/siprems-worker \
         --parameter StageName=local ...
     .venv/bin/python -m scripts.stack outputs --stack-name NAME
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -30,6 +34,16 @@ from botocore.exceptions import WaiterError
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMLOCAL = ROOT / ".venv-sam" / "bin" / "samlocal"
+LAUNCHER = ROOT / "localstack" / "launcher.py"
+LOCAL_STATE = ROOT / ".state" / "local"
+POSTGRES_STATE = ROOT / ".state" / "postgres"
+SECRET_FILE = LOCAL_STATE / "jwt-secret"
+TOKEN_FILE = LOCAL_STATE / "token"
+STARTED_FILE = LOCAL_STATE / "started.json"
+STACK_NAME = "siprems-forecast"
+STAGE = "local"
+JWT_PARAMETER = "/siprems/jwt-secret"  # the template's JwtSecretParameterName default
+WORKER_REPOSITORY = "000000000000.dkr.ecr.us-east-1.amazonaws.com/siprems-worker"
 ENDPOINT = "http://127.0.0.1:4566"
 REGION = "us-east-1"
 IMAGE_TAG = "source"
@@ -144,6 +158,7 @@ def deploy(
     started = time.monotonic()
     delete_if_failed(stack_name)
     built = build(template, state_dir / "build", images, log)
+    built_at = time.monotonic()
     command = [
         str(SAMLOCAL),
         "deploy",
@@ -169,7 +184,11 @@ def deploy(
             " ".join(f'{key}="{value}"' for key, value in parameters.items()),
         ]
     run(command, log)
-    print(f"[stack] {stack_name} deployed in {time.monotonic() - started:.0f} s", flush=True)
+    print(
+        f"[stack] {stack_name} deployed in {time.monotonic() - started:.0f} s "
+        f"(build {built_at - started:.0f} s, deploy {time.monotonic() - built_at:.0f} s)",
+        flush=True,
+    )
     return outputs(stack_name)
 
 
@@ -198,6 +217,170 @@ def delete(stack_name: str) -> None:
     cloudformation.get_waiter("stack_delete_complete").wait(StackName=stack_name)
 
 
+# -- the whole local stack ---------------------------------------------------------------------
+def _python() -> str:
+    return str(ROOT / ".venv" / "bin" / "python")
+
+
+def _postgres(command: str, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "layers" / "common" / "python"))
+    return subprocess.run(  # noqa: S603
+        [
+            _python(),
+            "-m",
+            "siprems.sales.embedded",
+            command,
+            "--state-dir",
+            str(POSTGRES_STATE),
+            *extra,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def _launcher(command: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(LAUNCHER), command])  # noqa: S603
+
+
+def ensure_jwt_secret(parameter_name: str = JWT_PARAMETER) -> str:
+    """The HS256 key: random once, kept in .state (0600) and put into LocalStack's SSM."""
+    LOCAL_STATE.mkdir(parents=True, exist_ok=True)
+    if not SECRET_FILE.exists():
+        SECRET_FILE.touch(mode=0o600)
+        SECRET_FILE.write_text(secrets.token_urlsafe(48))
+    key = SECRET_FILE.read_text().strip()
+    client("ssm").put_parameter(Name=parameter_name, Value=key, Type="SecureString", Overwrite=True)
+    return key
+
+
+def api_base(stack_outputs: dict[str, str], stage: str = STAGE) -> str:
+    return f"{ENDPOINT}/_aws/execute-api/{stack_outputs['ApiId']}/{stage}"
+
+
+def deploy_service(stack_name: str, database_url: str, schedule: str | None) -> dict[str, str]:
+    """template.yaml deployed as the local service (stage ``local``)."""
+    parameters = {"StageName": STAGE, "LocalDatabaseUrl": database_url}
+    if schedule:
+        parameters["NightlySchedule"] = schedule
+    return deploy(
+        ROOT / "template.yaml",
+        stack_name,
+        parameters,
+        {"WorkerFunction": WORKER_REPOSITORY},
+        ROOT / ".state" / "stacks" / stack_name,
+    )
+
+
+def start_services() -> str:
+    """Starts the embedded PostgreSQL (seeded) and LocalStack; returns the database URL.
+    Remembers which of them it started, for ``down``."""
+    LOCAL_STATE.mkdir(parents=True, exist_ok=True)
+    started = json.loads(STARTED_FILE.read_text()) if STARTED_FILE.exists() else {}
+    postgres_was_running = _postgres("status").returncode == 0
+    pg = _postgres("start", "--seed")
+    if pg.returncode != 0:
+        sys.exit(f"embedded PostgreSQL failed to start: {pg.stderr.strip()}")
+    print(f"[up] PostgreSQL: {pg.stderr.strip().splitlines()[-1] if pg.stderr.strip() else 'ok'}")
+    started["postgres"] = started.get("postgres", False) or not postgres_was_running
+    localstack_was_running = (
+        subprocess.run(  # noqa: S603
+            [sys.executable, str(LAUNCHER), "status"], capture_output=True
+        ).returncode
+        == 0
+    )
+    if _launcher("start").returncode != 0:
+        sys.exit("LocalStack failed to start (see .state/localstack/localstack.log)")
+    started["localstack"] = started.get("localstack", False) or not localstack_was_running
+    STARTED_FILE.write_text(json.dumps(started))
+    return pg.stdout.strip().splitlines()[-1]
+
+
+def up(args: argparse.Namespace) -> None:
+    t0 = time.monotonic()
+    database_url = start_services()
+    ensure_jwt_secret()
+    stack_outputs = deploy_service(args.stack_name, database_url, args.schedule)
+    base = api_base(stack_outputs)
+    print(f"[up] API: {base}  ({time.monotonic() - t0:.0f} s so far)", flush=True)
+    if not args.no_demo:
+        demo = subprocess.run(  # noqa: S603
+            [
+                _python(),
+                "-m",
+                "scripts.local_demo",
+                "--api-base",
+                base,
+                "--secret-file",
+                str(SECRET_FILE),
+                "--token-file",
+                str(TOKEN_FILE),
+                "--sku",
+                args.sku,
+                "--days",
+                str(args.days),
+                "--chart",
+                str(LOCAL_STATE / f"forecast-{args.sku}.png"),
+            ],
+            env=dict(
+                os.environ,
+                PYTHONPATH=os.pathsep.join([str(ROOT / "layers" / "common" / "python"), str(ROOT)]),
+            ),
+            cwd=ROOT,
+        )
+        if demo.returncode != 0:
+            sys.exit("the demo forecast failed (function logs: .state/localstack/functions/)")
+        print(f"[up] first forecast after {time.monotonic() - t0:.0f} s", flush=True)
+    else:
+        token(argparse.Namespace(quiet=True))
+    rel_token = TOKEN_FILE.relative_to(ROOT)
+    print(f"""
+The local stack is running (LocalStack {ENDPOINT}, stack {args.stack_name}, stage {STAGE}).
+Call it (the token is valid for an hour; a new one: .venv/bin/python -m scripts.stack token):
+  TOKEN=$(cat {rel_token})
+  curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+       -d '{{"product_sku": "BRD-001", "days": 7}}' {base}/api/predict/async
+  curl -s -H "Authorization: Bearer $TOKEN" {base}/api/tasks/<task_id>
+Function logs: .state/localstack/functions/   LocalStack log: .state/localstack/localstack.log
+Stop it: make down""")
+
+
+def down(_args: argparse.Namespace) -> None:
+    started = json.loads(STARTED_FILE.read_text()) if STARTED_FILE.exists() else {}
+    _launcher("stop")
+    if started.get("postgres"):
+        result = _postgres("stop")
+        print(f"[down] PostgreSQL: {(result.stderr or result.stdout).strip()}")
+    elif _postgres("status").returncode == 0:
+        print("[down] PostgreSQL left running: it was running before `up` started")
+    STARTED_FILE.unlink(missing_ok=True)
+    print("""[down] kept:
+  .state/postgres/        the sales database (Kiel bakery seed): the next `make up` reuses it
+  .state/local/           the JWT signing key (0600), the last token, the demo charts
+  .state/localstack/      LocalStack's log and the functions' logs
+  .venv*/                 the installed environments
+  not kept: what lived in LocalStack (jobs table, queues, models bucket): the next `make up`
+  deploys the stack again. Remove everything with `make clean`.""")
+
+
+def token(args: argparse.Namespace) -> None:
+    from siprems.auth import mint_token
+
+    if not SECRET_FILE.exists():
+        sys.exit("no JWT key yet: run `make up` first")
+    value = mint_token(
+        SECRET_FILE.read_text().strip(),
+        user_id=1,
+        email="demo@siprems.local",
+        role=getattr(args, "role", None),
+    )
+    TOKEN_FILE.touch(mode=0o600)
+    TOKEN_FILE.write_text(value)
+    if not getattr(args, "quiet", False):
+        print(value)
+
+
 def _pairs(values: list[str]) -> dict[str, str]:
     return dict(value.split("=", 1) for value in values)
 
@@ -212,8 +395,20 @@ def main() -> None:
     deploy_cmd.add_argument("--image", action="append", default=[], help="FUNCTION=REPOSITORY_URI")
     deploy_cmd.add_argument("--state-dir", type=Path, default=None)
     out_cmd = sub.add_parser("outputs")
-    out_cmd.add_argument("--stack-name", required=True)
+    out_cmd.add_argument("--stack-name", default=STACK_NAME)
+    up_cmd = sub.add_parser("up", help="start everything, deploy template.yaml, run the demo")
+    up_cmd.add_argument("--stack-name", default=STACK_NAME)
+    up_cmd.add_argument("--schedule", default=None, help="NightlySchedule, e.g. 'rate(1 minute)'")
+    up_cmd.add_argument("--sku", default="BRD-001")
+    up_cmd.add_argument("--days", type=int, default=30)
+    up_cmd.add_argument("--no-demo", action="store_true")
+    sub.add_parser("down", help="stop what `up` started")
+    token_cmd = sub.add_parser("token", help="mint an access token (written to .state/local/token)")
+    token_cmd.add_argument("--role", default=None, help="e.g. admin")
     args = parser.parse_args()
+    if args.command in ("up", "down", "token"):
+        {"up": up, "down": down, "token": token}[args.command](args)
+        return
     if args.command == "deploy":
         if not shutil.which(str(SAMLOCAL)):
             sys.exit(f"{SAMLOCAL} missing: run scripts/bootstrap.sh sam")
