@@ -155,3 +155,34 @@ def test_predict_job_returns_the_requested_horizon(app, days):
     assert result["forecast_days"] == days
     assert len(result["quantiles"]) == days
     assert json.dumps(result)  # JSON-safe as stored
+
+
+def json_lines(text):
+    lines = []
+    for line in text.splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            continue
+    return lines
+
+
+def test_job_log_lines_name_the_job_and_metrics_are_emitted(app, capsys):
+    task_id = submit(app)
+    submitted = json_lines(capsys.readouterr().out)
+    assert any(line.get("JobsSubmitted") == [1.0] for line in submitted)
+
+    app.run_worker()
+    out = json_lines(capsys.readouterr().out)
+    logs = [line for line in out if "level" in line and line.get("service")]
+    assert [line["message"] for line in logs] == ["job started", "job succeeded"]
+    for line in logs:  # every line of the job names it
+        assert line["task_id"] == task_id and line["product_sku"] == "BRD-001", line
+    metrics = [line for line in out if "_aws" in line]
+    names = {
+        m["Name"]
+        for line in metrics
+        for d in line["_aws"]["CloudWatchMetrics"]
+        for m in d["Metrics"]
+    }
+    assert {"JobsSucceeded", "FitSeconds"} <= names
