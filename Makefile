@@ -21,7 +21,7 @@ bench: venv
 
 lint: venv
 	$(PY) -m ruff check layers functions tests bench scripts
-	$(PY) -m cfn_lint template.yaml
+	$(PY) -m cfnlint template.yaml
 
 ## sam-local: sam build, sam local invoke of every function with each event, sam local start-api, in
 ## Docker (starts its own engine if none runs and stops it; base images pulled or built offline)
