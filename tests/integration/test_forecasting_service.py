@@ -4,6 +4,7 @@ moto S3: real Prophet fits, real hold-out metrics, a stored model forecasting id
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import boto3
 import numpy as np
@@ -31,6 +32,10 @@ def store(aws):
 
 
 def test_train_reports_hold_out_metrics_next_to_the_naive_baseline(sales_repo, store, tmp_path):
+    import cmdstanpy
+
+    cmdstan_tmp = Path(cmdstanpy._TMPDIR)
+    before = set(cmdstan_tmp.rglob("*"))
     summary = train_product("BRD-001", sales=sales_repo, store=store, work_dir=tmp_path)
 
     assert summary["product_sku"] == "BRD-001"
@@ -51,7 +56,10 @@ def test_train_reports_hold_out_metrics_next_to_the_naive_baseline(sales_repo, s
     assert metadata["config_hash"] == ForecastOptions.default().config_hash()
     assert metadata["library_versions"]["prophet"] == "1.5.0"
     assert metadata["samples"] + metadata["outliers_removed"] <= 1819
-    assert list(tmp_path.iterdir()) == []  # the fit's temporary directories are gone
+    # cmdstan's output went to per-fit directories under work_dir, removed afterwards, and
+    # nothing was left in cmdstanpy's own process-wide temporary directory either
+    assert list(tmp_path.iterdir()) == []
+    assert set(cmdstan_tmp.rglob("*")) == before
 
 
 def test_forecast_shape_quantiles_and_recommendation(sales_repo, store, tmp_path):

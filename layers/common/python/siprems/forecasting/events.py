@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 HOLIDAY_COLUMNS = ["holiday", "ds", "lower_window", "upper_window"]
 # Shop days that are not public holidays in Germany but change demand like one.
 SPECIAL_DAYS = {(12, 24): "Heiligabend", (12, 31): "Silvester"}
+PUBLIC_HOLIDAY = "Feiertag"  # the shared name when public holidays are grouped
 # Holidays are generated this many years past the training data, so a stored model can
 # still name holidays in the horizon of any forecast it will serve.
 YEARS_AHEAD = 3
@@ -44,7 +45,7 @@ def holiday_frame(
         for day, name in sorted(calendar.items()):
             rows.append(
                 (
-                    name,
+                    PUBLIC_HOLIDAY if options.holiday_grouping == "single" else name,
                     pd.Timestamp(day),
                     options.holiday_lower_window,
                     options.holiday_upper_window,
@@ -61,14 +62,34 @@ def holiday_frame(
     return frame.drop_duplicates(["holiday", "ds"]).reset_index(drop=True)
 
 
-def holiday_names(holidays: pd.DataFrame | None) -> dict[date, str]:
-    """Day → name(s) of the holidays and events on that very day (windows not expanded)."""
+def holiday_names(
+    holidays: pd.DataFrame | None, options: ForecastOptions | None = None
+) -> dict[date, str]:
+    """Day → name(s) of the holidays and events on that very day (windows not expanded).
+
+    Grouped public holidays are named from the calendar again, so the chart still says
+    which holiday a day is.
+    """
     if holidays is None or holidays.empty:
         return {}
     names: dict[date, list[str]] = {}
+    grouped: set[date] = set()
     for row in holidays.itertuples(index=False):
         day = pd.Timestamp(row.ds).date()
+        if row.holiday == PUBLIC_HOLIDAY:
+            grouped.add(day)
+            continue
         names.setdefault(day, [])
         if row.holiday not in names[day]:
             names[day].append(row.holiday)
+    if grouped and options is not None and options.holiday_country:
+        import holidays as holiday_calendars
+
+        calendar = holiday_calendars.country_holidays(
+            options.holiday_country,
+            subdiv=options.holiday_subdiv,
+            years=sorted({day.year for day in grouped}),
+        )
+        for day in sorted(grouped):
+            names.setdefault(day, []).append(calendar.get(day) or PUBLIC_HOLIDAY)
     return {day: ", ".join(values) for day, values in names.items()}

@@ -53,6 +53,9 @@ class ForecastOptions:
     holiday_subdiv: str | None = None
     holiday_lower_window: int = 0
     holiday_upper_window: int = 0
+    # "name": one effect per holiday (and window day); "single": every public holiday shares
+    # one effect per window day (the shop is closed on most of them; fewer parameters)
+    holiday_grouping: Literal["name", "single"] = "name"
     # shop days that are not public holidays but behave like them (Dec 24 and Dec 31)
     special_days: bool = False
 
@@ -80,6 +83,8 @@ class ForecastOptions:
             problems.append("event window must contain the event day")
         if self.uncertainty_samples < 0:
             problems.append("uncertainty_samples must be >= 0")
+        if self.holiday_grouping not in ("name", "single"):
+            problems.append("holiday_grouping must be 'name' or 'single'")
         if self.interval_scale <= 0:
             problems.append("interval_scale must be > 0")
         if problems:

@@ -107,7 +107,7 @@ def chart_data(
     ``history_days=None`` returns every day of history; otherwise the last ``history_days``
     days before the horizon (0 = horizon only).
     """
-    names = holiday_names(trained.model.holidays)
+    names = holiday_names(trained.model.holidays, trained.options)
     first_future = pd.Timestamp(horizon.frame["ds"].iloc[0]) if len(horizon.frame) else None
     past = actual
     if first_future is not None:
