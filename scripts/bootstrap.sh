@@ -8,11 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 find_python() {
-  for candidate in python3.13 "$HOME/.pyenv/versions/3.13.0/bin/python3.13" /root/.pyenv/versions/3.13.0/bin/python3.13; do
-    if command -v "$candidate" >/dev/null 2>&1; then command -v "$candidate"; return 0; fi
-  done
-  for candidate in "$HOME"/.pyenv/versions/3.13*/bin/python3.13; do
-    [ -x "$candidate" ] && { echo "$candidate"; return 0; }
+  # pyenv puts a python3.13 shim on PATH that fails unless 3.13 is selected: test each candidate.
+  local candidate
+  for candidate in python3.13 "$HOME"/.pyenv/versions/3.13*/bin/python3.13 /root/.pyenv/versions/3.13*/bin/python3.13; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then
+      command -v "$candidate"; return 0
+    fi
   done
   echo "bootstrap: Python 3.13 not found (install it, e.g. with pyenv)" >&2
   return 1
