@@ -7,8 +7,10 @@ PY := .venv/bin/python
 venv:
 	@scripts/bootstrap.sh
 
-## test: the default test suite (unit + integration: moto and an embedded PostgreSQL)
+## test: the default test suite (unit + integration: moto and an embedded PostgreSQL; the template
+## checks need .venv-sam for the SAM transform and `sam validate --lint`)
 test: venv
+	@scripts/bootstrap.sh sam
 	$(PY) -m pytest -q
 
 ## demo: seed the embedded PostgreSQL with the Kiel bakery data, train and forecast one product
