@@ -3,6 +3,7 @@ At-least-once delivery, permanent and transient failures, backoff, deadlines."""
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import timedelta
 
@@ -172,9 +173,17 @@ def test_job_log_lines_name_the_job_and_metrics_are_emitted(app, capsys):
     submitted = json_lines(capsys.readouterr().out)
     assert any(line.get("JobsSubmitted") == [1.0] for line in submitted)
 
-    app.run_worker()
+    # The logger's handler keeps the stream it was created with: point it at a buffer.
+    from siprems.observability import logger
+
+    stream = io.StringIO()
+    previous = logger.registered_handler.setStream(stream)
+    try:
+        app.run_worker()
+    finally:
+        logger.registered_handler.setStream(previous)
     out = json_lines(capsys.readouterr().out)
-    logs = [line for line in out if "level" in line and line.get("service")]
+    logs = [line for line in json_lines(stream.getvalue()) if line.get("level")]
     assert [line["message"] for line in logs] == ["job started", "job succeeded"]
     for line in logs:  # every line of the job names it
         assert line["task_id"] == task_id and line["product_sku"] == "BRD-001", line

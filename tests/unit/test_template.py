@@ -221,3 +221,13 @@ def test_sam_validate_lint():
         env={**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_failure_alarm_watches_the_metric_the_worker_emits(template):
+    from siprems.observability import METRICS_NAMESPACE
+
+    alarm = template["Resources"]["JobFailuresAlarm"]["Properties"]
+    assert alarm["Namespace"] == METRICS_NAMESPACE
+    assert alarm["MetricName"] == "JobsFailed"
+    service = template["Resources"]["WorkerFunction"]["Properties"]["Environment"]["Variables"]
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": service["POWERTOOLS_SERVICE_NAME"]}]

@@ -1,7 +1,7 @@
 """Powertools logging, metrics and tracing, set up once for every function.
 
 The service name comes from ``POWERTOOLS_SERVICE_NAME`` (one per function, set by the
-template) and the metrics namespace from ``POWERTOOLS_METRICS_NAMESPACE``.
+template). The metrics namespace is fixed here: the template's alarms name it too.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from contextlib import contextmanager
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
+METRICS_NAMESPACE = "SipremsForecast"
+
 logger = Logger()
-metrics = Metrics()  # namespace from POWERTOOLS_METRICS_NAMESPACE
+metrics = Metrics(namespace=METRICS_NAMESPACE)
 tracer = Tracer()
 
 # A request refused before any job was written has no metric to publish: that is normal.
