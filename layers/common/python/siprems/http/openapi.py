@@ -36,7 +36,11 @@ def openapi_document() -> dict[str, Any]:
             description=(
                 "Stock forecasting per product. Send `Authorization: Bearer <access JWT>` "
                 "(HS256; claims user_id, email, type=access, iat, exp; role=admin for "
-                "training-all and the dead-letter queue)."
+                "training-all and the dead-letter queue).\n\n"
+                "Task statuses are those of the former Celery API (PENDING, STARTED, RETRY, "
+                "SUCCESS, FAILURE, REVOKED). Differences for migrating clients: an unknown task "
+                "id is 404 (Celery reported PENDING), a FAILURE is 200 with its error (it was "
+                "400), and a task still running answers 202."
             ),
             security_schemes={
                 "bearerAuth": APIKey(name="Authorization", **{"in": APIKeyIn.header}),
