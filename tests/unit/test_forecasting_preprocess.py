@@ -89,3 +89,11 @@ def test_too_little_left_after_outlier_removal_is_insufficient_data():
 
 def test_negative_model_output_is_floored_at_zero_demand():
     assert list(to_original_scale(np.array([-0.5, 0.0]), ForecastOptions())) == [0.0, 0.0]
+
+
+def test_history_limit_keeps_the_most_recent_days():
+    options = ForecastOptions(max_history_days=10, outlier_sigma=None)
+    frame = sales_frame(_sales(list(range(1, 31))), options)
+    data, _ = training_frame(frame, options, "BRD-001")
+    assert len(data) == 10
+    assert np.allclose(to_original_scale(data["y"], options), list(range(21, 31)))

@@ -26,6 +26,7 @@ class ForecastOptions:
     outlier_sigma: float | None = 3.5  # drop training rows beyond this many σ (log scale)
     min_days: int = 5  # fewer days of data (before or after outlier removal) → error
     missing_days: MissingDays = "skip"  # days without sales: absent ("skip") or y=0 ("zero")
+    max_history_days: int | None = None  # train on the last N days only (None = all)
 
     # --- Prophet ---------------------------------------------------------------------------
     yearly_seasonality: bool | int = True  # True = Prophet's default order (10)
@@ -44,6 +45,9 @@ class ForecastOptions:
     summer_winter_weekly: bool = False
     promo_regressor: bool = True
     uncertainty_samples: int = 1000
+    # L-BFGS stopping rule (cmdstan's tol_rel_grad; None = cmdstan's default 1e7). Looser
+    # stops earlier: fewer iterations for forecasts that differ by well under 1 %.
+    optimizer_tol_rel_grad: float | None = None
 
     # --- events (rows of `events` included in prediction) become Prophet holidays --------
     event_lower_window: int = -2
@@ -85,6 +89,8 @@ class ForecastOptions:
             problems.append("uncertainty_samples must be >= 0")
         if self.holiday_grouping not in ("name", "single"):
             problems.append("holiday_grouping must be 'name' or 'single'")
+        if self.max_history_days is not None and self.max_history_days < self.min_days:
+            problems.append("max_history_days must be >= min_days")
         if self.interval_scale <= 0:
             problems.append("interval_scale must be > 0")
         if problems:

@@ -52,13 +52,17 @@ def check_enough(frame: pd.DataFrame, options: ForecastOptions, sku: str) -> Non
 def training_frame(
     frame: pd.DataFrame, options: ForecastOptions, sku: str
 ) -> tuple[pd.DataFrame, int]:
-    """Transform for fitting: log1p and outlier removal. Returns (frame, rows removed).
+    """Transform for fitting: history limit, log1p and outlier removal.
+    Returns (frame, rows removed).
 
     Outliers are judged on the log scale (the scale the model sees), against the mean and
     standard deviation of the whole series.
     """
     check_enough(frame, options, sku)
     data = frame.copy()
+    if options.max_history_days is not None and len(data):
+        start = data["ds"].iloc[-1] - pd.Timedelta(days=options.max_history_days - 1)
+        data = data[data["ds"] >= start].reset_index(drop=True)
     if options.log_transform:
         data["y"] = np.log1p(data["y"].clip(lower=0))
     removed = 0

@@ -130,10 +130,13 @@ def fit(
     first_day = data["ds"].iloc[0].date()
     last_day = data["ds"].iloc[-1].date()
     model = build_model(options, holiday_frame(events, options, first_day, last_day))
+    stan_args: dict[str, Any] = {}
+    if options.optimizer_tol_rel_grad is not None:
+        stan_args["tol_rel_grad"] = options.optimizer_tol_rel_grad
     started, cpu_started = time.perf_counter(), cpu_seconds()
     with job_directory(work_dir) as output_dir:
         try:
-            model.fit(add_conditions(data, options), output_dir=str(output_dir))
+            model.fit(add_conditions(data, options), output_dir=str(output_dir), **stan_args)
         except (RuntimeError, ValueError) as exc:
             raise TrainingFailedError(f"{sku}: Prophet fit failed: {exc}", product_sku=sku) from exc
     fit_ms = (time.perf_counter() - started) * 1000
