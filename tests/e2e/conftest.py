@@ -116,3 +116,33 @@ def mini_app(local_stack) -> dict[str, str]:
     )
     outputs["ApiBase"] = f"{local_stack}/_aws/execute-api/{outputs['ApiId']}/test"
     return outputs
+
+
+SERVICE_STACK = "siprems-e2e"
+
+
+@dataclass
+class Service:
+    outputs: dict[str, str]
+    base: str
+    user_token: str
+    admin_token: str
+    secret: str
+
+
+@pytest.fixture(scope="session")
+def service(local_stack) -> Service:
+    """template.yaml deployed into the local stack as its own stack (the one `make up` deploys
+    is left alone), the nightly rule at rate(1 minute) so a test can watch it fire."""
+    from siprems.auth import mint_token
+
+    database_url = stack.start_services()
+    secret = stack.ensure_jwt_secret()
+    outputs = stack.deploy_service(SERVICE_STACK, database_url, schedule="rate(1 minute)")
+    return Service(
+        outputs=outputs,
+        base=stack.api_base(outputs),
+        user_token=mint_token(secret, user_id=7, email="e2e@siprems.local"),
+        admin_token=mint_token(secret, user_id=8, email="admin@siprems.local", role="admin"),
+        secret=secret,
+    )
