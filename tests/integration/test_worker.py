@@ -195,3 +195,27 @@ def test_job_log_lines_name_the_job_and_metrics_are_emitted(app, capsys):
         for m in d["Metrics"]
     }
     assert {"JobsSucceeded", "FitSeconds"} <= names
+
+
+def test_a_job_cancelled_while_it_runs_keeps_revoked(app):
+    """The cancel route wins over a fit already running: the worker's SUCCESS write is
+    refused by its condition and the message is acknowledged."""
+    from siprems.jobs.runner import JobRunner, run_job
+
+    task_id = submit(app, "submit/predict-async.json")
+
+    def run_then_get_cancelled(job, services, work_dir):
+        result = run_job(job, services, work_dir)
+        cancel = api_event("status/cancel.json", path_parameters={"task_id": job.task_id})
+        assert invoke("status", cancel)["statusCode"] == 200
+        return result
+
+    [message] = app.receive()
+    runner = JobRunner(app.services, run=run_then_get_cancelled)
+    assert runner.process(message["Body"], message["ReceiptHandle"], lambda: 60.0) == "lost"
+    final = job(app, task_id)
+    assert final.status.value == "REVOKED" and final.result_key is None
+    body = response_json(
+        invoke("status", api_event("status/task.json", path_parameters={"task_id": task_id}))
+    )
+    assert body["status"] == "REVOKED" and "result" not in body
