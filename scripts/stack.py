@@ -273,9 +273,18 @@ def deploy_service(stack_name: str, database_url: str, schedule: str | None) -> 
     )
 
 
-def start_services() -> str:
+def postgres_running() -> bool:
+    return _postgres("status").returncode == 0
+
+
+def stop_postgres() -> str:
+    result = _postgres("stop")
+    return (result.stderr or result.stdout).strip()
+
+
+def start_services(record: bool = True) -> str:
     """Starts the embedded PostgreSQL (seeded) and LocalStack; returns the database URL.
-    Remembers which of them it started, for ``down``."""
+    With ``record``, remembers which of them it started, for ``down``."""
     LOCAL_STATE.mkdir(parents=True, exist_ok=True)
     started = json.loads(STARTED_FILE.read_text()) if STARTED_FILE.exists() else {}
     postgres_was_running = _postgres("status").returncode == 0
@@ -293,7 +302,8 @@ def start_services() -> str:
     if _launcher("start").returncode != 0:
         sys.exit("LocalStack failed to start (see .state/localstack/localstack.log)")
     started["localstack"] = started.get("localstack", False) or not localstack_was_running
-    STARTED_FILE.write_text(json.dumps(started))
+    if record:
+        STARTED_FILE.write_text(json.dumps(started))
     return pg.stdout.strip().splitlines()[-1]
 
 
@@ -350,9 +360,8 @@ def down(_args: argparse.Namespace) -> None:
     started = json.loads(STARTED_FILE.read_text()) if STARTED_FILE.exists() else {}
     _launcher("stop")
     if started.get("postgres"):
-        result = _postgres("stop")
-        print(f"[down] PostgreSQL: {(result.stderr or result.stdout).strip()}")
-    elif _postgres("status").returncode == 0:
+        print(f"[down] PostgreSQL: {stop_postgres()}")
+    elif postgres_running():
         print("[down] PostgreSQL left running: it was running before `up` started")
     STARTED_FILE.unlink(missing_ok=True)
     print("""[down] kept:

@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,18 +131,22 @@ class Service:
 
 
 @pytest.fixture(scope="session")
-def service(local_stack) -> Service:
+def service(local_stack) -> Iterator[Service]:
     """template.yaml deployed into the local stack as its own stack (the one `make up` deploys
-    is left alone), the nightly rule at rate(1 minute) so a test can watch it fire."""
+    is left alone), the nightly rule at rate(1 minute) so a test can watch it fire. The embedded
+    PostgreSQL is stopped afterwards if it was started here."""
     from siprems.auth import mint_token
 
-    database_url = stack.start_services()
+    postgres_was_running = stack.postgres_running()
+    database_url = stack.start_services(record=False)
     secret = stack.ensure_jwt_secret()
     outputs = stack.deploy_service(SERVICE_STACK, database_url, schedule="rate(1 minute)")
-    return Service(
+    yield Service(
         outputs=outputs,
         base=stack.api_base(outputs),
         user_token=mint_token(secret, user_id=7, email="e2e@siprems.local"),
         admin_token=mint_token(secret, user_id=8, email="admin@siprems.local", role="admin"),
         secret=secret,
     )
+    if not postgres_was_running:
+        stack.stop_postgres()
