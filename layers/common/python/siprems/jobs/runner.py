@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from siprems.errors import DeadlineExceededError, PermanentError, SipremsError
+from siprems.errors import PermanentError, SipremsError
 from siprems.jobs.model import Job, JobError, JobType
 from siprems.jobs.services import Services
 from siprems.jobs.store import Outcome
@@ -95,7 +95,7 @@ class JobRunner:
             # Not enough time for a fit: nothing is changed, the message comes back at once.
             logger.warning("too little time left, job goes back to the queue")
             self._show_again(message, 0)
-            raise KeepMessage(DeadlineExceededError("too little Lambda time left").message)
+            raise KeepMessage("too little Lambda time left")
 
         claim = store.mark_started(
             message.task_id, stale_after=timedelta(seconds=self.settings.worker_timeout_seconds)
