@@ -102,21 +102,30 @@ def test_cancel_of_a_finished_job_is_409(app):
 
 
 def test_active_and_scheduled_lists(app):
-    queued = submit_predict(app)
-    running = submit_predict(app)
     from datetime import timedelta
 
-    app.services.store.mark_started(running, stale_after=timedelta(seconds=60))
+    from siprems.jobs.model import JobError
+
+    queued = submit_predict(app)
+    running = submit_predict(app)
+    retrying = submit_predict(app)
+    store = app.services.store
+    store.mark_started(running, stale_after=timedelta(seconds=60))
+    store.mark_started(retrying, stale_after=timedelta(seconds=60))
+    store.mark_retry(retrying, attempt=1, error=JobError(type="database_unavailable", message="x"))
 
     active = response_json(invoke("status", api_event("status/active.json")))
     assert [t["task_id"] for t in active["tasks"]] == [running]
     assert active["tasks"][0]["status"] == "STARTED"
 
     scheduled = response_json(invoke("status", api_event("status/scheduled.json")))
-    assert [t["task_id"] for t in scheduled["tasks"]] == [queued]
+    assert {t["task_id"]: t["status"] for t in scheduled["tasks"]} == {
+        queued: "PENDING",
+        retrying: "RETRY",
+    }
     assert scheduled["nightly"]["schedule"] == "cron(0 2 * * ? *)"
     assert scheduled["nightly"]["next_run"].endswith("T02:00:00.000Z")
-    assert scheduled["queue"]["visible"] == 2
+    assert scheduled["queue"]["visible"] == 3
 
 
 def test_admin_dlq_view_and_redrive_need_the_admin_role(app):

@@ -31,14 +31,15 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         return json_response(200 if job.terminal else 202, body)
 
     # Literal paths first: /api/tasks/active must not be read as a task id.
+    # As in Celery: "active" is running now; "scheduled" waits, retries included (a retry
+    # waits for its backoff).
     @app.get("/api/tasks/active", summary="Running jobs", tags=["tasks"])
     def active(limit: Limit = 50) -> Response[dict[str, Any]]:
         principal(app)
         svc = services()
         jobs = [
             service.job_view(job)
-            for status in (JobStatus.STARTED, JobStatus.RETRY)
-            for job in svc.store.list_by_status(status, limit=limit)
+            for job in svc.store.list_by_status(JobStatus.STARTED, limit=limit)
         ]
         return json_response(200, {"tasks": jobs, "count": len(jobs)})
 
