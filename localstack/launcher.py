@@ -59,9 +59,19 @@ def find_python313() -> str:
     candidates += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.13*/bin/python3.13")))
     candidates += sorted(glob.glob("/root/.pyenv/versions/3.13*/bin/python3.13"))
     for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
+        if candidate and os.access(candidate, os.X_OK) and is_python313(candidate):
             return candidate
     sys.exit("Python 3.13 not found: install it or set LOCALSTACK_PYTHON")
+
+
+def is_python313(candidate: str) -> bool:
+    """A pyenv shim exists for every installed version but only runs the selected ones."""
+    probe = subprocess.run(  # noqa: S603
+        [candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 13))"],
+        capture_output=True,
+        text=True,
+    )
+    return probe.returncode == 0 and probe.stdout.strip() == "True"
 
 
 def install_fingerprint() -> str:
