@@ -175,3 +175,45 @@ def test_unknown_route_is_a_json_404(app):
     response = invoke("status", event)
     assert response["statusCode"] == 404
     assert response_json(response)["type"] == "not_found"
+
+
+def test_training_all_invokes_train_all_asynchronously():
+    """The real adapter's call, checked at the boto3 boundary (moto runs no Lambda code)."""
+    import json
+
+    import boto3
+    from botocore.stub import Stubber
+    from siprems.jobs.services import AsyncInvoker, InvokeFailedError
+
+    client = boto3.client("lambda", region_name="us-east-1")
+    invoker = AsyncInvoker(client, "siprems-train-all")
+    with Stubber(client) as stub:
+        stub.add_response(
+            "invoke",
+            {"StatusCode": 202},
+            {
+                "FunctionName": "siprems-train-all",
+                "InvocationType": "Event",
+                "Payload": json.dumps({"parent_id": "p-1"}).encode(),
+            },
+        )
+        invoker.invoke({"parent_id": "p-1"})
+        stub.add_client_error("invoke", "TooManyRequestsException", http_status_code=429)
+        with pytest.raises(InvokeFailedError):
+            invoker.invoke({"parent_id": "p-2"})
+
+
+def test_training_all_that_cannot_start_fails_its_parent_and_answers_503(app, monkeypatch):
+    from siprems.jobs.services import InvokeFailedError
+
+    def refuse(payload):
+        raise InvokeFailedError("Lambda throttled")
+
+    monkeypatch.setattr(app.services.invoker, "invoke", refuse)
+    response = invoke("submit", api_event("submit/train-all.json"))
+    assert response["statusCode"] == 503
+    assert response_json(response)["type"] == "invoke_failed"
+    [parent] = app.items()
+    assert parent["type"] == "train_all" and parent["status"] == "FAILURE"
+    assert parent["error"]["type"] == "invoke_failed"
+    assert app.receive(visibility=0) == []
