@@ -104,10 +104,30 @@ class ForecastOptions:
 
     @classmethod
     def default(cls) -> ForecastOptions:
-        """The improved settings (measured on the rolling-origin backtest)."""
+        """The improved settings, each change measured on the rolling-origin backtest
+        (docs/FORECASTING.md, "What each change bought")."""
         return cls(
+            # public holidays of Schleswig-Holstein, with the two days before and after:
+            # the shop is closed on most of them and demand moves to the days around
             holiday_country="DE",
             holiday_subdiv="SH",
+            holiday_lower_window=-2,
+            holiday_upper_window=2,
+            # on the log1p scale "additive" already means multiplicative effects; the
+            # monthly Fourier terms (order 15) fitted noise
+            seasonality_mode="additive",
+            monthly_seasonality=False,
+            # a smoother yearly curve, a trend that may still bend in the last year,
+            # and the last three years only: older years described another shop level
+            yearly_seasonality=6,
+            changepoint_range=0.95,
+            max_history_days=1095,
+            # the correction factor from the last 8 weeks (the current level), kept
+            # within ±10 %
+            correction_window_days=56,
+            correction_min=0.9,
+            correction_max=1.1,
+            optimizer_tol_rel_grad=1e9,
         )
 
     @classmethod

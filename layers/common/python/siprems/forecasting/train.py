@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 # Prophet imports matplotlib, which wants a writable config dir (read-only $HOME on Lambda).
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "matplotlib"))
 # cmdstanpy logs every optimisation at INFO; Prophet logs its seasonality choices.
+# Prophet warns about short histories on every such fit; the API reports them by itself.
 for _name in ("cmdstanpy", "prophet", "prophet.plot"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+    logging.getLogger(_name).setLevel(logging.ERROR)
 logging.getLogger("cmdstanpy").disabled = True
 # Prophet 1.5 still uses pandas arguments that pandas 3 deprecates; not ours to fix.
 warnings.filterwarnings("ignore", message=r".*(inplace keyword|convert_dates).*", module=r"prophet")
