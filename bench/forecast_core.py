@@ -84,6 +84,20 @@ def run_profile(name, options, sales, skus, args, work_dir) -> dict[str, Any]:
         rolling = rolling_origin_backtest(
             frame, observed, events, options, sku, HORIZON, args.windows, 56, work_dir
         )
+        validation = None
+        if args.validation_end:
+            validation = rolling_origin_backtest(
+                frame,
+                observed,
+                events,
+                options,
+                sku,
+                HORIZON,
+                args.windows,
+                56,
+                work_dir,
+                last_day=args.validation_end,
+            )
         m, n = holdout.get("model") or {}, holdout.get("seasonal_naive") or {}
         r, rn = rolling["mean"], rolling["seasonal_naive_mean"]
         print(
@@ -91,15 +105,32 @@ def run_profile(name, options, sales, skus, args, work_dir) -> dict[str, Any]:
             f"{timing['predict_ms']:8.0f}{timing['predict_cpu_ms']:7.0f}{_f(m.get('mase'))}{_f(m.get('wape'))}"
             f"{_f(m.get('coverage_80'), 2)}{_f(n.get('mase'))}  |          "
             f"{_f(r['mase'], w=6)}{_f(rn['mase'])}{_f(r['wape'])}{_f(r['coverage_80'], 2)}"
+            + (
+                f"  | validation: {_f(validation['mean']['mase'], w=6)}"
+                f"{_f(validation['seasonal_naive_mean']['mase'])}"
+                if validation
+                else ""
+            )
         )
         per_sku[sku] = {
             "timing": timing,
             "holdout": holdout,
             "rolling": rolling,
+            "validation": validation,
         }
     five = [per_sku[s]["rolling"]["mean"]["mase"] for s in FULL_HISTORY if s in per_sku]
     naive_five = [
         per_sku[s]["rolling"]["seasonal_naive_mean"]["mase"] for s in FULL_HISTORY if s in per_sku
+    ]
+    validation_five = [
+        per_sku[s]["validation"]["mean"]["mase"]
+        for s in FULL_HISTORY
+        if s in per_sku and per_sku[s]["validation"]
+    ]
+    validation_naive = [
+        per_sku[s]["validation"]["seasonal_naive_mean"]["mase"]
+        for s in FULL_HISTORY
+        if s in per_sku and per_sku[s]["validation"]
     ]
     totals = [per_sku[s]["timing"]["fit_ms"] + per_sku[s]["timing"]["predict_ms"] for s in per_sku]
     cpu_totals = [
@@ -119,6 +150,12 @@ def run_profile(name, options, sales, skus, args, work_dir) -> dict[str, Any]:
             if five and len(five) == len(FULL_HISTORY)
             else None
         ),
+        "validation_mean_mase_five": (
+            round(statistics.mean(validation_five), 4) if validation_five else None
+        ),
+        "validation_naive_mean_mase_five": (
+            round(statistics.mean(validation_naive), 4) if validation_naive else None
+        ),
         "rolling_mase_seasonal": (per_sku.get(SEASONAL) or {})
         .get("rolling", {})
         .get("mean", {})
@@ -136,6 +173,12 @@ def run_profile(name, options, sales, skus, args, work_dir) -> dict[str, Any]:
         f"below naive on each: {summary['below_naive_on_each_of_five']}; "
         f"{SEASONAL}: {_f(summary['rolling_mase_seasonal'], w=0)}"
     )
+    if summary["validation_mean_mase_five"] is not None:
+        print(
+            f"validation year (windows ending {args.validation_end:%Y-%m-%d}, not used to choose "
+            f"the options): mean MASE {_f(summary['validation_mean_mase_five'], w=0)} "
+            f"(seasonal naive {_f(summary['validation_naive_mean_mase_five'], w=0)})"
+        )
     return {
         "options": options.to_dict(),
         "config_hash": options.config_hash(),
@@ -156,6 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed fits per SKU (median)")
     parser.add_argument("--windows", type=int, default=6, help="rolling-origin windows")
     parser.add_argument("--profiles", default="default,legacy")
+    parser.add_argument(
+        "--validation-end",
+        type=lambda text: datetime.fromisoformat(text) if text else None,
+        default=datetime(2017, 7, 31),
+        help="also score windows ending on this day (a year the options were not chosen on); "
+        "'' to skip",
+    )
     parser.add_argument("--skus", default=None, help="comma-separated (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -188,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             "timing_repeats": args.repeats,
             "mase_scale": "in-sample seasonal naive, m=7 calendar days",
             "scored_days": "days with sales (as stored)",
+            "validation_end": (
+                args.validation_end.date().isoformat() if args.validation_end else None
+            ),
         },
         "profiles": profiles,
         "elapsed_s": round(time.perf_counter() - started, 1),

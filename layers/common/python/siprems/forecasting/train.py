@@ -281,9 +281,12 @@ def rolling_origin_backtest(
     windows: int = 6,
     step_days: int = 56,
     work_dir: Path | None = None,
+    last_day: pd.Timestamp | None = None,
 ) -> dict[str, Any]:
-    """``windows`` origins ``step_days`` apart, the latest ending on the last day of data."""
-    last = observed["ds"].max()
+    """``windows`` origins ``step_days`` apart, the latest ending on ``last_day`` (default:
+    the last day of data). An earlier ``last_day`` scores the same protocol on a period
+    that played no part in choosing the options (a validation year)."""
+    last = observed["ds"].max() if last_day is None else pd.Timestamp(last_day)
     results = []
     for k in range(windows):
         cutoff = last - pd.Timedelta(days=horizon + k * step_days)
