@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# `make sam-local`: the sam local checks (tests/sam_local) in Docker, from any machine state:
+# venvs, a Docker engine (started here and stopped again at the end if none ran), the Lambda
+# Python base images (pulled or built offline), then pytest (sam build, sam local invoke of every
+# function with each of its events, sam local start-api). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+started_at=$SECONDS
+scripts/bootstrap.sh >/dev/null
+scripts/bootstrap.sh sam >/dev/null
+
+engine_was_running=""
+scripts/docker/engine.sh status >/dev/null 2>&1 && engine_was_running=1
+eval "$(scripts/docker/engine.sh start)"
+if [[ -z $engine_was_running ]]; then trap 'scripts/docker/engine.sh stop' EXIT; fi
+echo "sam-local: engine ready after $(( SECONDS - started_at )) s" >&2
+
+scripts/docker/base-image.sh
+echo "sam-local: base images ready after $(( SECONDS - started_at )) s" >&2
+
+status=0
+.venv/bin/python -m pytest -q tests/sam_local "$@" || status=$?
+echo "sam-local: done in $(( SECONDS - started_at )) s (pytest exit $status)" >&2
+exit $status
