@@ -128,6 +128,9 @@ class ForecastOptions:
             correction_min=0.9,
             correction_max=1.1,
             optimizer_tol_rel_grad=1e9,
+            # Prophet's intervals were too narrow out of sample (p10..p90 held 76 % of the
+            # days); 10 % wider spread brings them to 79 %
+            interval_scale=1.1,
         )
 
     @classmethod

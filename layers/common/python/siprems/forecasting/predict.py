@@ -13,7 +13,12 @@ import pandas as pd
 
 from siprems.forecasting.events import holiday_names
 from siprems.forecasting.preprocess import to_original_scale
-from siprems.forecasting.train import TrainedModel, add_conditions, point_forecast
+from siprems.forecasting.train import (
+    TrainedModel,
+    add_conditions,
+    holidays_near,
+    point_forecast,
+)
 
 # Uncertainty sampling draws from NumPy's global generator; a fixed seed makes the same
 # model give the same answer to the same request (and a stored model forecast identically).
@@ -53,7 +58,7 @@ def predict_horizon(trained: TrainedModel, frame: pd.DataFrame) -> HorizonForeca
     p50 = to_original_scale(point, options) * factor
     width = options.interval_width
     if options.uncertainty_samples > 0:
-        with _seeded(SAMPLING_SEED):
+        with _seeded(SAMPLING_SEED), holidays_near(trained.model, frame["ds"]):
             draws = trained.model.predictive_samples(
                 add_conditions(frame[[c for c in ("ds", "promo") if c in frame]], options)
             )["yhat"]

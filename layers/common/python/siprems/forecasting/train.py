@@ -135,7 +135,7 @@ def fit(
     if options.optimizer_tol_rel_grad is not None:
         stan_args["tol_rel_grad"] = options.optimizer_tol_rel_grad
     started, cpu_started = time.perf_counter(), cpu_seconds()
-    with job_directory(work_dir) as output_dir:
+    with job_directory(work_dir) as output_dir, holidays_near(model, data["ds"]):
         try:
             model.fit(add_conditions(data, options), output_dir=str(output_dir), **stan_args)
         except (RuntimeError, ValueError) as exc:
@@ -166,13 +166,45 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+@contextlib.contextmanager
+def holidays_near(model: Prophet, days: pd.Series) -> Iterator[None]:
+    """Let Prophet see only the holiday rows whose window can touch ``days``.
+
+    Prophet builds its holiday features in a Python loop over every row of the holidays
+    frame and every window day; the frame covers all years of the data and some years
+    ahead, so a 28-day forecast spent most of its time on holidays of other years. The
+    features of ``days`` do not change: one row per holiday name is kept, so every
+    (holiday, window day) column the model knows is still built (all zeros if far away).
+    """
+    holidays = model.holidays
+    if holidays is None or holidays.empty or len(days) == 0:
+        yield
+        return
+    reach = int(max(holidays["upper_window"].max(), -holidays["lower_window"].min(), 0)) + 1
+    first, last = pd.Timestamp(days.min()), pd.Timestamp(days.max())
+    near = holidays[
+        (holidays["ds"] >= first - pd.Timedelta(days=reach))
+        & (holidays["ds"] <= last + pd.Timedelta(days=reach))
+    ]
+    if model.train_holiday_names is not None:
+        # after the fit: every name the model was trained with needs its columns
+        names = holidays[holidays["holiday"].isin(model.train_holiday_names)]
+        near = pd.concat([near, names.drop_duplicates("holiday")]).drop_duplicates()
+    model.holidays = near.reset_index(drop=True)
+    try:
+        yield
+    finally:
+        model.holidays = holidays
+
+
 def point_forecast(trained: TrainedModel, frame: pd.DataFrame) -> np.ndarray:
     """yhat for the rows of ``frame`` without uncertainty sampling, on the model's scale."""
     model = trained.model
     saved = model.uncertainty_samples
     model.uncertainty_samples = 0
     try:
-        predicted = model.predict(add_conditions(frame[_input_columns(frame)], trained.options))
+        with holidays_near(model, frame["ds"]):
+            predicted = model.predict(add_conditions(frame[_input_columns(frame)], trained.options))
     finally:
         model.uncertainty_samples = saved
     return predicted["yhat"].to_numpy()
