@@ -347,9 +347,9 @@ def up(args: argparse.Namespace) -> None:
     rel_token = TOKEN_FILE.relative_to(ROOT)
     print(f"""
 The local stack is running (LocalStack {ENDPOINT}, stack {args.stack_name}, stage {STAGE}).
-Call it (the token is valid for an hour; a new one: .venv/bin/python -m scripts.stack token):
+Call it (the token is valid for an hour; a new one: make token):
   TOKEN=$(cat {rel_token})
-  curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
        -d '{{"product_sku": "BRD-001", "days": 7}}' {base}/api/predict/async
   curl -s -H "Authorization: Bearer $TOKEN" {base}/api/tasks/<task_id>
 Function logs: .state/localstack/functions/   LocalStack log: .state/localstack/localstack.log
