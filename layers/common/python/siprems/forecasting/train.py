@@ -40,6 +40,7 @@ logging.getLogger("cmdstanpy").disabled = True
 # Prophet 1.5 still uses pandas arguments that pandas 3 deprecates; not ours to fix.
 warnings.filterwarnings("ignore", message=r".*(inplace keyword|convert_dates).*", module=r"prophet")
 
+NEWTON_BELOW_ROWS = 100  # Prophet's own switch from L-BFGS to Newton
 SUMMER_MONTHS = frozenset({4, 5, 6, 7, 8, 9})
 
 
@@ -132,7 +133,8 @@ def fit(
     last_day = data["ds"].iloc[-1].date()
     model = build_model(options, holiday_frame(events, options, first_day, last_day))
     stan_args: dict[str, Any] = {}
-    if options.optimizer_tol_rel_grad is not None:
+    if options.optimizer_tol_rel_grad is not None and len(data) >= NEWTON_BELOW_ROWS:
+        # Prophet optimises short series with Newton, which takes no such tolerance
         stan_args["tol_rel_grad"] = options.optimizer_tol_rel_grad
     started, cpu_started = time.perf_counter(), cpu_seconds()
     with job_directory(work_dir) as output_dir, holidays_near(model, data["ds"]):
