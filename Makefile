@@ -22,7 +22,7 @@ bench: venv
 	$(PY) -m bench.forecast_core $(ARGS)
 
 lint: venv
-	$(PY) -m ruff check layers functions tests bench scripts
+	$(PY) -m ruff check layers functions tests bench scripts client
 	$(PY) -m cfnlint template.yaml
 
 ## sam-local: sam build, sam local invoke of every function with each event, sam local start-api, in

@@ -37,7 +37,11 @@ make_venv() {
 }
 
 case "${1:-main}" in
-  main) make_venv .venv requirements/lock.txt requirements/layer.txt requirements/worker.txt requirements/dev.txt ;;
+  main)
+    make_venv .venv requirements/lock.txt requirements/layer.txt requirements/worker.txt requirements/dev.txt
+    # The `siprems` command (client/siprems_client), installed editable: code changes apply at once.
+    [ -x .venv/bin/siprems ] || .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+    ;;
   sam)  make_venv .venv-sam requirements/sam-lock.txt requirements/sam.txt ;;
   *) echo "usage: $0 [main|sam]" >&2; exit 2 ;;
 esac

@@ -16,10 +16,10 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 from siprems.auth import mint_token
+from siprems_client.chart import draw_chart
 
 TERMINAL = {"SUCCESS", "FAILURE", "REVOKED"}
 
@@ -95,69 +95,6 @@ def summarise(result: dict) -> None:
             f"{rec['predictedDemand']}, safety stock {rec.get('safetyStock')}, "
             f"order {rec['recommendedRestock']} (urgency {rec['urgency']})"
         )
-
-
-def draw_chart(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result["chartData"]
-    days = [date.fromisoformat(row["date"]) for row in rows]
-    history = [
-        (d, r["historical"])
-        for d, r in zip(days, rows, strict=True)
-        if r.get("historical") is not None
-    ]
-    forecast = [
-        (d, r["predicted"], r.get("lower"), r.get("upper"))
-        for d, r in zip(days, rows, strict=True)
-        if r.get("historical") is None
-    ]
-    events = [
-        (d, r.get("holidayName")) for d, r in zip(days, rows, strict=True) if r.get("isHoliday")
-    ]
-    figure, axes = plt.subplots(figsize=(11, 5))
-    if history:
-        axes.plot(*zip(*history, strict=True), color="#444", lw=1.2, label="sales (history)")
-    if forecast:
-        f_days = [f[0] for f in forecast]
-        axes.plot(f_days, [f[1] for f in forecast], color="#1f77b4", lw=2, label="forecast")
-        band = [(f[0], f[2], f[3]) for f in forecast if f[2] is not None and f[3] is not None]
-        if band:
-            axes.fill_between(
-                [b[0] for b in band],
-                [b[1] for b in band],
-                [b[2] for b in band],
-                color="#1f77b4",
-                alpha=0.2,
-                label="interval",
-            )
-    previous = None
-    for index, (day, name) in enumerate(events):
-        axes.axvline(
-            day, color="#d62728", ls="--", lw=0.8, alpha=0.7, label="events" if index == 0 else None
-        )
-        if name and name != previous:  # an event of several days is named once
-            axes.annotate(
-                name,
-                (day, axes.get_ylim()[1]),
-                rotation=90,
-                fontsize=7,
-                va="top",
-                ha="right",
-                color="#d62728",
-            )
-        previous = name
-    axes.set_title(f"{result['product_sku']}: {result['forecast_days']}-day forecast")
-    axes.set_ylabel("units a day")
-    axes.legend(loc="upper left")
-    figure.autofmt_xdate()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def main() -> None:

@@ -1,0 +1,105 @@
+"""The command line's pure parts: the progress line, task summaries, event spans, argument
+parsing and the exit codes of errors."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import date
+
+import pytest
+from siprems_client import api
+from siprems_client.chart import event_spans
+from siprems_client.cli import main, parser, progress_text, task_lines
+
+
+def test_progress_of_a_train_all_parent_shows_the_children():
+    task = {
+        "status": "STARTED",
+        "message": "Task is running",
+        "progress": {"total": 6, "done": 3, "succeeded": 2, "failed": 1, "revoked": 0},
+    }
+    text = progress_text(task, 4.25)
+    assert "4.2 s" in text or "4.3 s" in text
+    assert "[##########..........] 3/6 products (2 trained, 1 failed, 0 cancelled)" in text
+
+
+def test_progress_of_a_retry_names_the_attempt_and_error():
+    task = {
+        "status": "RETRY",
+        "message": "Task failed and will be retried",
+        "attempts": 2,
+        "error": {"type": "database_unavailable", "message": "connection refused"},
+    }
+    text = progress_text(task, 1.0)
+    assert "(attempt 2)" in text and text.endswith(": connection refused")
+
+
+def test_failed_task_summary_shows_the_error():
+    lines = task_lines(
+        {
+            "task_id": "t1",
+            "status": "FAILURE",
+            "message": "Task failed",
+            "product_sku": "BRD-001",
+            "error": {"type": "insufficient_data", "message": "only 3 days"},
+        }
+    )
+    assert lines[0] == "task t1: FAILURE - Task failed"
+    assert "  error        insufficient_data: only 3 days" in lines
+
+
+def test_event_days_become_one_span_per_event():
+    events = [
+        (date(2018, 6, 16), "Kieler Woche"),
+        (date(2018, 6, 17), "Kieler Woche"),
+        (date(2018, 6, 18), "Kieler Woche"),
+        (date(2018, 12, 24), "Christmas Eve"),
+        (date(2018, 12, 25), "Christmas"),
+    ]
+    assert event_spans(events) == [
+        (date(2018, 6, 16), date(2018, 6, 18), "Kieler Woche"),
+        (date(2018, 12, 24), date(2018, 12, 24), "Christmas Eve"),
+        (date(2018, 12, 25), date(2018, 12, 25), "Christmas"),
+    ]
+
+
+def test_flags_and_environment_and_json_after_the_command():
+    args = parser().parse_args(["predict", "BRD-001", "--days", "30", "--async", "--json"])
+    assert (args.sku, args.days, args.async_, args.json) == ("BRD-001", 30, True, True)
+    args = parser().parse_args(["--api-url", "http://x", "dlq", "redrive"])
+    assert args.api_url == "http://x" and args.action == "redrive"
+
+
+def test_usage_errors_exit_2():
+    err = io.StringIO()
+    assert main(["predict"], stdout=io.StringIO(), stderr=err, environ={}) == 2
+    assert main(["tasks", "everything"], stdout=io.StringIO(), stderr=err, environ={}) == 2
+
+
+def test_api_error_json_carries_the_exit_code():
+    error = api.ApiError("x", exit_code=api.EXIT_NOT_FOUND, status=404, type="unknown_sku")
+    assert error.to_dict() == {
+        "error": "x",
+        "type": "unknown_sku",
+        "status": 404,
+        "exit_code": api.EXIT_NOT_FOUND,
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "token", "code", "phrase"),
+    [
+        (401, {"type": "unauthorized"}, None, api.EXIT_AUTH, "no token"),
+        (401, {"type": "unauthorized"}, "t", api.EXIT_AUTH, "refused the token"),
+        (403, {"type": "forbidden"}, "t", api.EXIT_AUTH, "admin role"),
+        (403, {"message": "Missing Authentication Token"}, "t", api.EXIT_AUTH, "no such route"),
+        (404, {"error": "unknown SKU 'X'", "type": "unknown_sku"}, "t", 5, "unknown SKU 'X'"),
+        (409, {"error": "already finished", "type": "conflict"}, "t", 1, "already finished"),
+        (503, {"error": "db down", "type": "database_unavailable"}, "t", 1, "try again"),
+    ],
+)
+def test_http_errors_become_messages_and_exit_codes(status, body, token, code, phrase):
+    error = api._error(status, body, api.Client("http://api", token), "GET", "/api/x")
+    assert error.exit_code == code and phrase in error.message
+    assert json.dumps(error.to_dict())
