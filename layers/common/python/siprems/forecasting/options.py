@@ -120,6 +120,8 @@ class ForecastOptions:
             # a smoother yearly curve, and a trend that may still bend in the last year
             yearly_seasonality=6,
             changepoint_range=0.95,
+            # four yearly cycles are enough: bounds the fit time as years of sales pile up
+            max_history_days=1460,
             # stop L-BFGS earlier: about a third less fitting time, forecasts within 0.2 %
             optimizer_tol_rel_grad=1e9,
             # Prophet's p10..p90 held too few days out of sample; 10 % wider spread
