@@ -79,13 +79,15 @@ def test_forecast_shape_quantiles_and_recommendation(sales_repo, store, tmp_path
     keys = {"date", "historical", "predicted", "lower", "upper", "isHoliday", "holidayName"}
     assert all(set(row) == keys for row in chart)
     history = [row for row in chart if row["date"] <= LAST_SALES_DAY.isoformat()]
-    future = chart[len(history):]
+    future = chart[len(history) :]
     assert len(future) == 30
     # the default history window: the last 60 days before the horizon, actual + fitted
     assert history[0]["date"] >= (LAST_SALES_DAY - timedelta(days=59)).isoformat()
     assert all(row["historical"] is not None and row["lower"] is None for row in history)
-    assert all(row["historical"] is None and row["lower"] <= row["predicted"] <= row["upper"]
-               for row in future)
+    assert all(
+        row["historical"] is None and row["lower"] <= row["predicted"] <= row["upper"]
+        for row in future
+    )
     assert [row["predicted"] for row in future] == [q["p50"] for q in quantiles]
 
     (recommendation,) = result["recommendations"]
@@ -102,10 +104,8 @@ def test_forecast_shape_quantiles_and_recommendation(sales_repo, store, tmp_path
 
 def test_a_stored_model_forecasts_identically(sales_repo, store, tmp_path):
     train_product("RLL-001", sales=sales_repo, store=store, work_dir=tmp_path)
-    first = forecast_product("RLL-001", 14, sales=sales_repo, store=store,
-                             train_if_missing=False)
-    again = forecast_product("RLL-001", 14, sales=sales_repo, store=store,
-                             train_if_missing=False)
+    first = forecast_product("RLL-001", 14, sales=sales_repo, store=store, train_if_missing=False)
+    again = forecast_product("RLL-001", 14, sales=sales_repo, store=store, train_if_missing=False)
     assert first == again
 
     # and the artefact reproduces the in-memory model it was made from
@@ -115,8 +115,13 @@ def test_a_stored_model_forecasts_identically(sales_repo, store, tmp_path):
     from siprems.forecasting.train import fit
 
     options = ForecastOptions.default()
-    trained = fit(sales_frame(sales_repo.daily_sales("RLL-001"), options),
-                  sales_repo.prediction_events(), options, "RLL-001", tmp_path)
+    trained = fit(
+        sales_frame(sales_repo.daily_sales("RLL-001"), options),
+        sales_repo.prediction_events(),
+        options,
+        "RLL-001",
+        tmp_path,
+    )
     model_json, metadata = to_artefact(trained)
     store.save_model("RLL-001", model_json, metadata)
     stored = store.load_model("RLL-001")
@@ -128,16 +133,18 @@ def test_a_stored_model_forecasts_identically(sales_repo, store, tmp_path):
 
 
 def test_full_history_on_request(sales_repo, store, tmp_path):
-    result = forecast_product("CKE-001", 7, sales=sales_repo, store=store, history_days=None,
-                              work_dir=tmp_path)
+    result = forecast_product(
+        "CKE-001", 7, sales=sales_repo, store=store, history_days=None, work_dir=tmp_path
+    )
     assert len(result["chartData"]) == 1819 + 7
     short = forecast_product("CKE-001", 7, sales=sales_repo, store=store, history_days=0)
     assert len(short["chartData"]) == 7
 
 
 def test_kiel_week_and_public_holidays_are_named_in_the_chart(sales_repo, store, tmp_path):
-    result = forecast_product("BRD-001", 7, sales=sales_repo, store=store, history_days=None,
-                              work_dir=tmp_path)
+    result = forecast_product(
+        "BRD-001", 7, sales=sales_repo, store=store, history_days=None, work_dir=tmp_path
+    )
     names = {row["date"]: row["holidayName"] for row in result["chartData"] if row["isHoliday"]}
     assert names["2018-06-20"] == "Kieler Woche"
     assert names["2018-04-02"] == "Ostermontag"  # a public holiday the shop opened
@@ -166,14 +173,16 @@ def test_bad_forecast_days_are_input_errors(sales_repo, store, days):
 def test_three_days_of_history_is_insufficient_data(sales_repo, sales_conn, store):
     sales_conn.run("BEGIN")
     try:
-        (product_id,), = sales_conn.run(
+        ((product_id,),) = sales_conn.run(
             "INSERT INTO products (name, category, price, stock, sku)"
             " VALUES ('Pretzel', 'Bread', 1.50, 10, 'TST-003') RETURNING product_id"
         )
         for day in ("2018-07-01", "2018-07-02", "2018-07-03"):
             sales_conn.run(
                 "INSERT INTO transactions (product_id, quantity_sold, price_per_unit,"
-                " transaction_date) VALUES (:p, 12, 1.50, :d)", p=product_id, d=day,
+                " transaction_date) VALUES (:p, 12, 1.50, :d)",
+                p=product_id,
+                d=day,
             )
         with pytest.raises(InsufficientDataError) as caught:
             train_product("TST-003", sales=sales_repo, store=store)
@@ -189,7 +198,7 @@ def test_a_short_history_trains_without_a_backtest(sales_repo, sales_conn, store
     """Ten days: too short to hold out 28, still enough (≥ 5) to serve a model."""
     sales_conn.run("BEGIN")
     try:
-        (product_id,), = sales_conn.run(
+        ((product_id,),) = sales_conn.run(
             "INSERT INTO products (name, category, price, stock, sku)"
             " VALUES ('Pretzel', 'Bread', 1.50, 10, 'TST-010') RETURNING product_id"
         )
@@ -197,7 +206,9 @@ def test_a_short_history_trains_without_a_backtest(sales_repo, sales_conn, store
             sales_conn.run(
                 "INSERT INTO transactions (product_id, quantity_sold, price_per_unit,"
                 " transaction_date) VALUES (:p, :q, 1.50, :d)",
-                p=product_id, q=10 + i % 3, d=date(2018, 7, 1) + timedelta(days=i),
+                p=product_id,
+                q=10 + i % 3,
+                d=date(2018, 7, 1) + timedelta(days=i),
             )
         summary = train_product("TST-010", sales=sales_repo, store=store, work_dir=tmp_path)
         assert summary["accuracy"] is None and "skipped" in summary["backtest"]
@@ -205,3 +216,19 @@ def test_a_short_history_trains_without_a_backtest(sales_repo, sales_conn, store
         assert len(result["quantiles"]) == 7
     finally:
         sales_conn.run("ROLLBACK")
+
+
+def test_an_unexpected_failure_leaves_as_a_siprems_error(sales_repo, store, monkeypatch):
+    from siprems.errors import SipremsError
+    from siprems.forecasting import train
+
+    def broken_fit(*args, **kwargs):
+        raise KeyError("ds")
+
+    monkeypatch.setattr(train, "fit", broken_fit)
+    with pytest.raises(SipremsError) as caught:
+        train_product("BRD-001", sales=sales_repo, store=store)
+    assert type(caught.value) is SipremsError and caught.value.code == "internal_error"
+    assert not caught.value.retryable and "KeyError" in caught.value.message
+    with pytest.raises(ModelNotFoundError):
+        store.load_metadata("BRD-001")

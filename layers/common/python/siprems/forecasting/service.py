@@ -7,6 +7,8 @@ importing this module costs nothing for functions that do not forecast.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,23 @@ MAX_FORECAST_DAYS = 365
 MAX_HORIZON_DAYS = 365
 
 
+def _typed_errors[**P, R](function: Callable[P, R]) -> Callable[P, R]:
+    """Whatever breaks below (pandas, Prophet, a bug) leaves as a ``SipremsError`` (internal,
+    not retryable) with the cause chained for the logs, so callers handle one hierarchy."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return function(*args, **kwargs)
+        except SipremsError:
+            raise
+        except Exception as exc:
+            raise SipremsError(f"{function.__name__} failed: {type(exc).__name__}: {exc}") from exc
+
+    return wrapper
+
+
+@_typed_errors
 def train_product(
     sku: str,
     *,
@@ -43,6 +62,7 @@ def train_product(
     return _summary(sku, metadata)
 
 
+@_typed_errors
 def forecast_product(
     sku: str,
     days: int,
@@ -81,20 +101,19 @@ def forecast_product(
             raise ModelNotFoundError(
                 f"the stored model of {sku!r} was trained with other options", product_sku=sku
             )
-        trained, metadata = _train(sku, sales, store, options, 28, work_dir)
-    assert metadata is not None
+        from siprems.config import load_settings
+
+        horizon = load_settings().backtest_days
+        trained, metadata = _train(sku, sales, store, options, horizon, work_dir)
+    if metadata is None:  # unreachable: both branches above set it
+        raise SipremsError(f"{sku}: no model metadata")
 
     from siprems.forecasting import predict, restock
     from siprems.forecasting.preprocess import sales_frame
 
     actual = sales_frame(sales.daily_sales(sku), ForecastOptions(missing_days="skip"))
-    try:
-        horizon = predict.predict_horizon(trained, predict.future_frame(trained, days))
-        chart = predict.chart_data(trained, horizon, actual, history_days)
-    except SipremsError:
-        raise
-    except (ValueError, RuntimeError, KeyError) as exc:
-        raise SipremsError(f"{sku}: prediction failed: {exc}", product_sku=sku) from exc
+    horizon = predict.predict_horizon(trained, predict.future_frame(trained, days))
+    chart = predict.chart_data(trained, horizon, actual, history_days)
     recommendation = restock.recommend(
         product_id=product.product_id,
         product_name=product.name,
