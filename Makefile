@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: venv test demo bench lint clean sam-local up down e2e token
+.PHONY: venv test demo bench perf lint clean sam-local up down e2e token
 
 venv:
 	@scripts/bootstrap.sh
@@ -20,6 +20,14 @@ demo: venv
 ## bench: the forecasting benchmark on the Kiel data (prints a table, writes bench/results/)
 bench: venv
 	$(PY) -m bench.forecast_core $(ARGS)
+
+## perf: the performance measurements (worker cold start, imports, throughput, memory; compute
+## per SKU next to the original's path; train-all fan-out of 10,000 children): prints figures,
+## writes bench/results/perf_*.json (figures in docs/PERFORMANCE.md)
+perf: venv
+	$(PY) -m bench.perf_worker
+	$(PY) -m bench.perf_compute
+	$(PY) -m bench.perf_enqueue
 
 lint: venv
 	$(PY) -m ruff check layers functions tests bench scripts client

@@ -1,0 +1,236 @@
+"""The worker: cold start, import times, forecasts per minute, peak memory.
+
+    .venv/bin/python -m bench.perf_worker [--cold-runs 3] [--forecasts 60] [--import-runs 5]
+
+AWS is a moto server on 127.0.0.1 started here (the worker processes reach it over HTTP, as
+a Lambda reaches AWS); sales come from the embedded PostgreSQL with the Kiel data. A model of
+BRD-001 is trained and stored first, then:
+
+- cold start: a fresh ``python`` process imports ``functions/worker/app.py`` and runs one
+  SQS record (a 30-day forecast from the stored model); wall time from spawning the process
+  to the handler's return;
+- import time of each heavy module, each in a fresh process;
+- forecasts per minute: one process, a first batch to warm it, then ``--forecasts`` 30-day
+  forecasts in SQS batches of the template's default size (5); peak RSS of that process.
+
+Writes ``bench/results/perf_worker.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from bench.perf_common import (
+    ROOT,
+    create_resources,
+    database_url,
+    fake_aws_environment,
+    summary,
+    write_result,
+)
+
+SKU = "BRD-001"
+BATCH_SIZE = 5  # template.yaml WorkerBatchSize default
+HEAVY_MODULES = [
+    "numpy",
+    "pandas",
+    "matplotlib",
+    "matplotlib.pyplot",
+    "cmdstanpy",
+    "prophet",
+    "boto3",
+    "aws_lambda_powertools",
+    "pg8000",
+    "siprems.forecasting.service",
+]
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def sqs_events(services: Any, count: int, batch: int) -> list[dict[str, Any]]:
+    """``count`` forecast jobs, created and queued as the submit function does, received and
+    shaped into SQS events as the event source mapping delivers them."""
+    from siprems.jobs.model import Job, JobType
+
+    for _ in range(count):
+        job = Job.new(JobType.PREDICT, product_sku=SKU, params={"days": 30})
+        services.store.create(job)
+        services.queue.send(job.message())
+    template = json.loads((ROOT / "events" / "worker" / "sqs-batch.json").read_text())
+    template = template["Records"][0]
+    records = []
+    import boto3
+
+    sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    while len(records) < count:
+        received = sqs.receive_message(
+            QueueUrl=os.environ["JOBS_QUEUE_URL"], MaxNumberOfMessages=10, VisibilityTimeout=600
+        ).get("Messages", [])
+        if not received:
+            break
+        for message in received:
+            record = copy.deepcopy(template)
+            record.update(
+                messageId=message["MessageId"],
+                receiptHandle=message["ReceiptHandle"],
+                body=message["Body"],
+            )
+            records.append(record)
+    if len(records) != count:
+        raise RuntimeError(f"queued {count} jobs, received {len(records)}")
+    return [{"Records": records[i : i + batch]} for i in range(0, count, batch)]
+
+
+def run_worker_process(events: list[dict[str, Any]]) -> tuple[float, dict[str, Any]]:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(events, handle)
+        path = handle.name
+    try:
+        spawned = time.time()
+        done = subprocess.run(  # noqa: S603 - our own interpreter and script
+            [PYTHON, str(ROOT / "bench" / "perf_worker_process.py"), path],
+            capture_output=True,
+            text=True,
+            env=os.environ.copy(),
+            check=False,
+        )
+    finally:
+        os.unlink(path)
+    if done.returncode != 0:
+        raise RuntimeError(f"worker process failed: {done.stderr[-2000:]}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    failures = sum(b["failures"] for b in report["batches"])
+    if failures:
+        raise RuntimeError(f"{failures} records failed in the worker: {done.stderr[-2000:]}")
+    return (report["first_result_epoch"] - spawned) * 1000, report
+
+
+def import_ms(module: str, runs: int) -> dict[str, float]:
+    code = (
+        "import sys,time;sys.path.insert(0,'layers/common/python');t=time.perf_counter();"
+        f"import {module};print((time.perf_counter()-t)*1000)"
+    )
+    values = []
+    for _ in range(runs):
+        done = subprocess.run(  # noqa: S603
+            [PYTHON, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+        )
+        values.append(float(done.stdout.strip().splitlines()[-1]))
+    return summary(values)
+
+
+def interpreter_start_ms(runs: int) -> dict[str, float]:
+    values = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([PYTHON, "-c", "pass"], check=True)  # noqa: S603
+        values.append((time.perf_counter() - started) * 1000)
+    return summary(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.perf_worker")
+    parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument("--forecasts", type=int, default=60)
+    parser.add_argument("--import-runs", type=int, default=5)
+    args = parser.parse_args(argv)
+    fake_aws_environment()
+
+    print("import times (fresh process each, ms):")
+    imports = {"python -c pass (interpreter start)": interpreter_start_ms(args.import_runs)}
+    for module in HEAVY_MODULES:
+        imports[module] = import_ms(module, args.import_runs)
+        print(f"  {module:32s} {imports[module]['median']:7.0f}")
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        with database_url():
+            create_resources(f"http://127.0.0.1:{port}")
+            from siprems.forecasting.service import train_product
+            from siprems.jobs.services import get_services
+
+            services = get_services()
+            with services.sales.repository() as sales:
+                train_product(SKU, sales=sales, store=services.models)
+
+            cold = []
+            cold_reports = []
+            for _ in range(args.cold_runs):
+                events = sqs_events(services, 1, 1)
+                ms, report = run_worker_process(events)
+                cold.append(ms)
+                cold_reports.append(report)
+                print(
+                    f"cold start to first result: {ms:.0f} ms (handler import "
+                    f"{report['handler_import_ms']:.0f} ms, first record "
+                    f"{report['batches'][0]['ms']:.0f} ms, peak RSS "
+                    f"{report['peak_rss_kib'] / 1024:.0f} MiB)"
+                )
+
+            events = sqs_events(services, BATCH_SIZE + args.forecasts, BATCH_SIZE)
+            _, warm = run_worker_process(events)
+            timed = warm["batches"][1:]
+            seconds = sum(b["ms"] for b in timed) / 1000
+            records = sum(b["records"] for b in timed)
+            per_minute = records / seconds * 60
+            per_record = [b["ms"] / b["records"] for b in timed]
+            print(
+                f"forecasts per minute, one warm worker process: {per_minute:.0f} "
+                f"({records} forecasts in {seconds:.1f} s; per record "
+                f"{summary(per_record)['median']:.0f} ms median); peak RSS "
+                f"{warm['peak_rss_kib'] / 1024:.0f} MiB"
+            )
+    finally:
+        server.stop()
+
+    write_result(
+        "perf_worker",
+        {
+            "protocol": {
+                "aws": "moto server on 127.0.0.1 (HTTP), resources from template.yaml",
+                "sales": "PostgreSQL (embedded) seeded with the Kiel data",
+                "sku": SKU,
+                "forecast_days": 30,
+                "batch_size": BATCH_SIZE,
+                "cold_start": "spawn of a fresh python process -> first handler return",
+            },
+            "import_ms": imports,
+            "cold_start_ms": summary(cold),
+            "cold_start_reports": cold_reports,
+            "throughput": {
+                "forecasts_per_minute": round(per_minute, 1),
+                "forecasts": records,
+                "seconds": round(seconds, 2),
+                "per_record_ms": summary(per_record),
+                "peak_rss_mib": round(warm["peak_rss_kib"] / 1024, 1),
+                "modules_loaded": warm["modules_loaded"],
+            },
+            "peak_rss_mib_cold": summary([r["peak_rss_kib"] / 1024 for r in cold_reports]),
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

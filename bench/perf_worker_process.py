@@ -1,0 +1,78 @@
+"""One worker process, as a Lambda container runs it: import functions/worker/app.py, hand it
+SQS events one after another, report timings and peak memory as JSON on stdout.
+
+    python bench/perf_worker_process.py EVENTS.json
+
+Started by ``bench.perf_worker`` in a fresh interpreter (the environment points it at a moto
+server and the sales database); not meant to be run by hand.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "layers" / "common" / "python"))
+
+
+class LambdaContext:
+    """The fields of Lambda's context that Powertools and the handler read."""
+
+    function_name = "siprems-worker-perf"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:siprems-worker-perf"
+    aws_request_id = "00000000-0000-4000-8000-000000000000"
+    log_group_name = "/aws/lambda/siprems-worker-perf"
+    log_stream_name = "perf"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 120_000
+
+
+def main() -> int:
+    events = json.loads(Path(sys.argv[1]).read_text())
+    started = time.perf_counter()
+    spec = importlib.util.spec_from_file_location("worker_app", ROOT / "functions/worker/app.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import_ms = (time.perf_counter() - started) * 1000
+    batches = []
+    first_result_epoch = None
+    for event in events:
+        t0 = time.perf_counter()
+        response = module.lambda_handler(event, LambdaContext())
+        batches.append(
+            {
+                "ms": (time.perf_counter() - t0) * 1000,
+                "records": len(event["Records"]),
+                "failures": len(response.get("batchItemFailures", [])),
+            }
+        )
+        if first_result_epoch is None:
+            first_result_epoch = time.time()
+    print(
+        json.dumps(
+            {
+                "handler_import_ms": import_ms,
+                "batches": batches,
+                "first_result_epoch": first_result_epoch,
+                "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "modules_loaded": {
+                    name: name in sys.modules
+                    for name in ("prophet", "matplotlib", "pandas", "cmdstanpy", "plotly")
+                },
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
