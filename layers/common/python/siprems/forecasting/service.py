@@ -58,7 +58,7 @@ def train_product(
     Safe to run twice: the second run stores a new model version with the same content.
     """
     _check_days(horizon_days, "horizon_days", MAX_HORIZON_DAYS)
-    trained, metadata = _train(sku, sales, store, options, horizon_days, work_dir)
+    _, metadata = _train(sku, sales, store, options, horizon_days, work_dir)
     return _summary(sku, metadata)
 
 
@@ -103,8 +103,8 @@ def forecast_product(
             )
         from siprems.config import load_settings
 
-        horizon = load_settings().backtest_days
-        trained, metadata = _train(sku, sales, store, options, horizon, work_dir)
+        backtest_days = load_settings().backtest_days
+        trained, metadata = _train(sku, sales, store, options, backtest_days, work_dir)
     if metadata is None:  # unreachable: both branches above set it
         raise SipremsError(f"{sku}: no model metadata")
 
