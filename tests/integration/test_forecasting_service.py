@@ -19,6 +19,9 @@ from siprems.forecasting.options import ForecastOptions
 from siprems.forecasting.service import forecast_product, train_product
 from siprems.model_store import ModelStore
 
+# Prophet 1.5 still passes pandas arguments that pandas 3 deprecates (not this project's code).
+pytestmark = pytest.mark.filterwarnings("ignore:.*(inplace keyword|convert_dates)")
+
 BUCKET = "siprems-models-test"
 LAST_SALES_DAY = date(2018, 7, 31)
 
