@@ -106,5 +106,6 @@ def test_openapi_document_lists_every_route_once():
     document = openapi_document()
     assert document["info"]["title"] == "SIPREMS Forecast API"
     operations = [(m, p) for p, ops in document["paths"].items() for m in ops]
-    assert len(operations) == len(set(operations)) == 11
+    # the 11 API routes, the status data and page, the docs page and its files
+    assert len(operations) == len(set(operations)) == 15
     assert "bearerAuth" in document["components"]["securitySchemes"]

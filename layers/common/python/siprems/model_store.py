@@ -126,6 +126,23 @@ class ModelStore:
             )
         return StoredModel(model_json=raw.decode(), metadata=metadata)
 
+    def list_metadata(self, limit: int = 500) -> list[dict[str, Any]]:
+        """The metadata of every stored model (up to ``limit``), by SKU."""
+        found: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": "models/"}
+        while len(found) < limit:
+            response = self._call("list_objects_v2", **kwargs)
+            for entry in response.get("Contents", []):
+                if entry["Key"].endswith("/metadata.json") and len(found) < limit:
+                    try:
+                        found.append(self._get_json(entry["Key"]))
+                    except NotFoundError:  # removed since the listing
+                        continue
+            if not response.get("IsTruncated"):
+                break
+            kwargs["ContinuationToken"] = response["NextContinuationToken"]
+        return sorted(found, key=lambda m: str(m.get("sku", "")))
+
     # --- forecast results ----------------------------------------------------------------
     def save_forecast(self, task_id: str, result: dict[str, Any]) -> str:
         key = self.forecast_key(task_id)

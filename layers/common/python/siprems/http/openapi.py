@@ -20,7 +20,7 @@ TITLE = "SIPREMS Forecast API"
 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
-    from siprems.http import status_api, submit_api
+    from siprems.http import status_api, status_page, submit_api
 
     app = new_resolver()
 
@@ -29,7 +29,8 @@ def openapi_document() -> dict[str, Any]:
 
     submit_api.register(app, unused)
     status_api.register(app, unused)
-    return json.loads(
+    status_page.register(app, unused)
+    document = json.loads(
         app.get_openapi_json_schema(
             title=TITLE,
             version=__version__,
@@ -48,3 +49,22 @@ def openapi_document() -> dict[str, Any]:
             security=[{"bearerAuth": []}],
         )
     )
+    for path in status_page.PUBLIC_PATHS:  # pages served without the authorizer
+        for operation in document["paths"].get(path, {}).values():
+            operation["security"] = []
+    return document
+
+
+def main() -> None:
+    """Writes the document (docs/openapi.json is this output; a test keeps it in sync):
+
+    PYTHONPATH=layers/common/python .venv/bin/python -m siprems.http.openapi > docs/openapi.json
+    """
+    import sys
+
+    json.dump(openapi_document(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

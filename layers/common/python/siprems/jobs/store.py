@@ -94,6 +94,23 @@ class JobStore:
         )
         return [Job.from_item(item) for item in response.get("Items", [])]
 
+    def count_by_status(self, status: JobStatus) -> int:
+        """How many jobs have this status (a COUNT query on the status index, paged)."""
+        count = 0
+        kwargs: dict[str, Any] = {
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": "#s = :s",
+            "ExpressionAttributeNames": _NAMES,
+            "ExpressionAttributeValues": {":s": status.value},
+            "Select": "COUNT",
+        }
+        while True:
+            response = self._call("query", **kwargs)
+            count += int(response.get("Count", 0))
+            if "LastEvaluatedKey" not in response:
+                return count
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
     def child_ids(self, parent_id: str) -> list[str]:
         ids: list[str] = []
         kwargs: dict[str, Any] = {
