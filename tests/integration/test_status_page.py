@@ -75,6 +75,7 @@ def test_status_data_shows_jobs_queues_failures_nightly_and_models(gateway, app)
     [model] = data["models"]
     assert model["sku"] == "BRD-001" and 0 <= model["age_hours"] < 1
     assert 0 < model["accuracy"] <= 100 and model["mape"] > 0 and model["samples"] > 100
+    assert 0 < model["coverage_80"] <= 1
 
 
 def test_status_data_needs_an_admin_token(gateway):  # noqa: F811

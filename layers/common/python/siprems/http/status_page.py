@@ -103,7 +103,7 @@ def model_row(metadata: dict[str, Any], now: datetime) -> dict[str, Any]:
         "accuracy": backtest.get("accuracy"),
         "mape": metrics.get("mape"),
         "mase": metrics.get("mase"),
-        "coverage": metrics.get("coverage"),
+        "coverage_80": metrics.get("coverage_80"),  # share of actuals inside the p10..p90 band
         "samples": metadata.get("samples"),
     }
 
