@@ -291,6 +291,21 @@ def build() -> dict[str, Any]:
     e["status/openapi.json"] = api_event(
         "GET", "/api/openapi.json", "/api/openapi.json", caller=None, bearer=None
     )
+    e["status/status-data.json"] = api_event(
+        "GET", "/api/admin/status", "/api/admin/status", caller=ADMIN, bearer=ADMIN_TOKEN
+    )
+    e["status/status-page.json"] = api_event(
+        "GET", "/api/status", "/api/status", caller=None, bearer=None
+    )
+    e["status/docs.json"] = api_event("GET", "/api/docs", "/api/docs", caller=None, bearer=None)
+    e["status/docs-asset.json"] = api_event(
+        "GET",
+        "/api/docs/{asset}",
+        "/api/docs/swagger-ui.css",
+        path_parameters={"asset": "swagger-ui.css"},
+        caller=None,
+        bearer=None,
+    )
 
     # --- worker -----------------------------------------------------------------------------
     e["worker/sqs-batch.json"] = {

@@ -151,3 +151,16 @@ def test_dashboard_is_valid_and_shows_the_metrics_the_code_emits():
     assert ("AWS/SQS", "ApproximateAgeOfOldestMessage") in metrics
     assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible") in metrics
     assert set(names) == {"JobsQueueName", "DeadLetterQueueName"}
+
+
+def test_sample_events_of_the_pages_and_the_status_data(app):
+    from tests.fixtures.app import api_event, invoke, response_json
+
+    data = invoke("status", api_event("status/status-data.json"))
+    assert data["statusCode"] == 200 and response_json(data)["models"] == []
+    page = invoke("status", api_event("status/status-page.json"))
+    assert page["statusCode"] == 200 and "<html" in page["body"]
+    assert invoke("status", api_event("status/docs.json"))["statusCode"] == 200
+    css = invoke("status", api_event("status/docs-asset.json"))
+    assert css["statusCode"] == 200
+    assert css["multiValueHeaders"]["Content-Type"][0].startswith("text/css")
