@@ -81,6 +81,8 @@ def test_status_page_without_a_token_asks_for_one(gateway, tmp_path):  # noqa: F
 
 
 def test_docs_page_renders_swagger_ui(gateway, tmp_path):  # noqa: F811
-    dom = browse(f"{gateway.url}/api/docs", tmp_path / "p4")
+    shot = tmp_path / "docs.png"
+    dom = browse(f"{gateway.url}/api/docs", tmp_path / "p4", screenshot=shot)
+    assert shot.read_bytes()[:4] == b"\x89PNG"
     assert "SIPREMS Forecast API" in dom
     assert "/api/predict/async" in dom and "/api/admin/status" in dom
