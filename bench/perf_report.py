@@ -22,7 +22,10 @@ def spread(s: dict[str, float], digits: int = 0) -> str:
 
 
 def main() -> int:
-    compute, worker, enqueue = load("perf_compute"), load("perf_worker"), load("perf_enqueue")
+    compute, worker = load("perf_compute"), load("perf_worker")
+    enqueues = [
+        json.loads(path.read_text()) for path in sorted(RESULTS_DIR.glob("perf_enqueue*.json"))
+    ]
     if compute:
         m = compute["machine"]
         print(f"compute run {compute['generated_at']}, load average {m['load_average']}\n")
@@ -60,10 +63,11 @@ def main() -> int:
             f"peak RSS {t['peak_rss_mib']} MiB, modules loaded {t['modules_loaded']}"
         )
         print(f"cold peak RSS MiB: {spread(worker['peak_rss_mib_cold'])}\n")
-    if enqueue:
+    for enqueue in enqueues:
         print(
             f"enqueue: {enqueue['children']} children in {enqueue['seconds']} s "
-            f"({enqueue['children_per_second']}/s), re-run {enqueue['rerun_seconds']} s, "
+            f"({enqueue['children_per_second']}/s; SQS sends {enqueue.get('sqs_send_seconds')} s, "
+            f"the rest {enqueue.get('other_seconds')} s), re-run {enqueue['rerun_seconds']} s, "
             f"load average {enqueue['machine']['load_average']}"
         )
     return 0
