@@ -22,11 +22,12 @@ bench: venv
 	$(PY) -m bench.forecast_core $(ARGS)
 
 ## perf: the performance measurements (worker cold start, imports, throughput, memory; compute
-## per SKU next to the original's path; train-all fan-out of 1,000 children): prints figures,
-## writes bench/results/perf_*.json (figures in docs/PERFORMANCE.md)
+## per SKU next to the original's path; train-all of the 6 products with 1 and 2 workers; fan-out
+## of 1,000 children): prints figures, writes bench/results/perf_*.json (docs/PERFORMANCE.md)
 perf: venv
 	$(PY) -m bench.perf_worker
 	$(PY) -m bench.perf_compute
+	$(PY) -m bench.perf_train_all
 	$(PY) -m bench.perf_enqueue --children 1000 --name perf_enqueue_1000
 
 lint: venv

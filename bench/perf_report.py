@@ -63,6 +63,10 @@ def main() -> int:
             f"peak RSS {t['peak_rss_mib']} MiB, modules loaded {t['modules_loaded']}"
         )
         print(f"cold peak RSS MiB: {spread(worker['peak_rss_mib_cold'])}\n")
+    train_all = load("perf_train_all")
+    if train_all:
+        for run in train_all["runs"].values():
+            print(f"train-all: {json.dumps(run)}")
     for enqueue in enqueues:
         print(
             f"enqueue: {enqueue['children']} children in {enqueue['seconds']} s "

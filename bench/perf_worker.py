@@ -71,12 +71,18 @@ def sqs_events(services: Any, count: int, batch: int) -> list[dict[str, Any]]:
         job = Job.new(JobType.PREDICT, product_sku=SKU, params={"days": 30})
         services.store.create(job)
         services.queue.send(job.message())
-    template = json.loads((ROOT / "events" / "worker" / "sqs-batch.json").read_text())
-    template = template["Records"][0]
-    records = []
+    records = received_records(count)
+    return [{"Records": records[i : i + batch]} for i in range(0, count, batch)]
+
+
+def received_records(count: int) -> list[dict[str, Any]]:
+    """``count`` queued messages, received as SQS event records (the sample event's shape)."""
     import boto3
 
+    template = json.loads((ROOT / "events" / "worker" / "sqs-batch.json").read_text())
+    template = template["Records"][0]
     sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    records: list[dict[str, Any]] = []
     while len(records) < count:
         received = sqs.receive_message(
             QueueUrl=os.environ["JOBS_QUEUE_URL"], MaxNumberOfMessages=10, VisibilityTimeout=600
@@ -92,8 +98,8 @@ def sqs_events(services: Any, count: int, batch: int) -> list[dict[str, Any]]:
             )
             records.append(record)
     if len(records) != count:
-        raise RuntimeError(f"queued {count} jobs, received {len(records)}")
-    return [{"Records": records[i : i + batch]} for i in range(0, count, batch)]
+        raise RuntimeError(f"queued {count} messages, received {len(records)}")
+    return records
 
 
 def run_worker_process(events: list[dict[str, Any]]) -> tuple[float, dict[str, Any]]:

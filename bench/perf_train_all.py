@@ -1,0 +1,139 @@
+"""Nightly train-all of the Kiel products with 1 and 2 worker processes.
+
+    .venv/bin/python -m bench.perf_train_all [--workers 1,2]
+
+AWS is a moto server on 127.0.0.1; sales the embedded PostgreSQL with the Kiel data (6
+products). Per worker count: a train-all parent, ``train_all`` fans out one child per SKU,
+the queued records are shared round-robin between the worker processes in batches of the
+template's default size (5), the processes run at the same time from a cold start, and the
+parent must end in SUCCESS. Reports the wall time (spawn to the last process's exit) and the
+time of the training batches alone (the slowest process's sum), as SKUs per minute.
+
+Only the 6 real products: the 100 and 1,000 SKU runs need series derived from the Kiel data
+in the database, which this module does not build yet.
+
+Writes ``bench/results/perf_train_all.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from bench.perf_common import (
+    ROOT,
+    create_resources,
+    database_url,
+    fake_aws_environment,
+    write_result,
+)
+from bench.perf_worker import BATCH_SIZE, PYTHON, free_port, received_records
+
+
+def run_processes(groups: list[list[dict[str, Any]]]) -> tuple[float, list[dict[str, Any]]]:
+    """One worker process per group of records, all at once; wall ms and their reports."""
+    paths, processes = [], []
+    started = time.perf_counter()
+    for records in groups:
+        events = [
+            {"Records": records[i : i + BATCH_SIZE]} for i in range(0, len(records), BATCH_SIZE)
+        ]
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+            json.dump(events, handle)
+            paths.append(handle.name)
+        processes.append(
+            subprocess.Popen(  # noqa: S603 - our own interpreter and script
+                [PYTHON, str(ROOT / "bench" / "perf_worker_process.py"), handle.name],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=os.environ.copy(),
+            )
+        )
+    reports = []
+    for process in processes:
+        out, err = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"worker process failed: {err[-2000:]}")
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    wall_ms = (time.perf_counter() - started) * 1000
+    for path in paths:
+        os.unlink(path)
+    return wall_ms, reports
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.perf_train_all")
+    parser.add_argument("--workers", default="1,2")
+    args = parser.parse_args(argv)
+    fake_aws_environment()
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    runs: dict[str, Any] = {}
+    try:
+        with database_url():
+            create_resources(f"http://127.0.0.1:{port}")
+            from siprems.jobs.fanout import train_all
+            from siprems.jobs.model import Job, JobType
+            from siprems.jobs.services import get_services
+
+            services = get_services()
+            for workers in [int(w) for w in args.workers.split(",")]:
+                parent = Job.new(JobType.TRAIN_ALL, params={"trigger": "perf"})
+                services.store.create(parent)
+                fan_out = train_all(services, parent.task_id)
+                records = received_records(fan_out.queued)
+                groups = [records[i::workers] for i in range(workers)]
+                wall_ms, reports = run_processes(groups)
+                failures = sum(b["failures"] for r in reports for b in r["batches"])
+                busy_ms = max(sum(b["ms"] for b in r["batches"]) for r in reports)
+                status = services.store.get(parent.task_id).status.value
+                runs[str(workers)] = {
+                    "skus": fan_out.total,
+                    "workers": workers,
+                    "wall_s": round(wall_ms / 1000, 2),
+                    "training_batches_s": round(busy_ms / 1000, 2),
+                    "skus_per_minute_wall": round(fan_out.total / wall_ms * 60_000, 1),
+                    "skus_per_minute_training": round(fan_out.total / busy_ms * 60_000, 1),
+                    "failures": failures,
+                    "parent_status": status,
+                    "peak_rss_mib": [round(r["peak_rss_kib"] / 1024) for r in reports],
+                }
+                print(
+                    f"{workers} worker process(es), {fan_out.total} SKUs: {wall_ms / 1000:.1f} s "
+                    f"from cold ({runs[str(workers)]['skus_per_minute_wall']:.0f} SKUs/min), "
+                    f"training batches {busy_ms / 1000:.1f} s "
+                    f"({runs[str(workers)]['skus_per_minute_training']:.0f} SKUs/min); "
+                    f"parent {status}, {failures} failures"
+                )
+    finally:
+        server.stop()
+    write_result(
+        "perf_train_all",
+        {
+            "protocol": {
+                "aws": "moto server on 127.0.0.1 (HTTP), resources from template.yaml",
+                "skus": "the 6 Kiel products (real series)",
+                "batch_size": BATCH_SIZE,
+                "distribution": "records round-robin between processes, batches of 5",
+            },
+            "runs": runs,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
