@@ -9,8 +9,10 @@ template's default size (5), the processes run at the same time from a cold star
 parent must end in SUCCESS. Reports the wall time (spawn to the last process's exit) and the
 time of the training batches alone (the slowest process's sum), as SKUs per minute.
 
-Only the 6 real products: the 100 and 1,000 SKU runs need series derived from the Kiel data
-in the database, which this module does not build yet.
+``--skus N`` (N > 6) trains N products: the 6 real ones plus N - 6 series **derived** from
+the five full-history Kiel products (every sale's quantity scaled by a factor from 0.6 to
+1.4, SKUs ``DRV-0000``...), in a separate database ``siprems_perf`` on the same server so
+that other users of the Kiel database see nothing of them.
 
 Writes ``bench/results/perf_train_all.json``.
 """
@@ -35,6 +37,58 @@ from bench.perf_common import (
     write_result,
 )
 from bench.perf_worker import BATCH_SIZE, PYTHON, free_port, received_records
+
+FULL_HISTORY = ["BRD-001", "RLL-001", "CRS-001", "CNF-001", "CKE-001"]
+
+
+def derived_database(url: str, skus: int) -> str:
+    """A database ``siprems_perf`` with the Kiel data plus ``skus - 6`` derived products."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from siprems.sales.db import connect_url, migrate
+    from siprems.sales.seed import seed_kiel
+
+    admin = connect_url(url)
+    try:
+        if not admin.run("SELECT 1 FROM pg_database WHERE datname = 'siprems_perf'"):
+            admin.run("CREATE DATABASE siprems_perf")
+    finally:
+        admin.close()
+    parts = urlsplit(url)
+    perf_url = urlunsplit(parts._replace(path="/siprems_perf"))
+    conn = connect_url(perf_url)
+    try:
+        migrate(conn)
+        seed_kiel(conn, ROOT / "data" / "kiel-bakery")
+        conn.run("DELETE FROM transactions WHERE product_id IN"
+                 " (SELECT product_id FROM products WHERE sku LIKE 'DRV-%')")
+        conn.run("DELETE FROM products WHERE sku LIKE 'DRV-%'")
+        for i in range(max(0, skus - 6)):
+            source = FULL_HISTORY[i % len(FULL_HISTORY)]
+            factor = 0.6 + 0.8 * ((i * 37) % 100) / 99
+            sku = f"DRV-{i:04d}"
+            conn.run(
+                "INSERT INTO products (sku, name, category, price, stock)"
+                " SELECT :sku, 'derived from ' || name, category, price, stock"
+                " FROM products WHERE sku = :source",
+                sku=sku,
+                source=source,
+            )
+            conn.run(
+                "INSERT INTO transactions"
+                " (product_id, quantity_sold, price_per_unit, transaction_date, is_promo)"
+                " SELECT d.product_id,"
+                "   GREATEST(0, round(t.quantity_sold * CAST(:factor AS numeric))),"
+                "   t.price_per_unit, t.transaction_date, t.is_promo"
+                " FROM transactions t JOIN products s ON s.product_id = t.product_id"
+                " JOIN products d ON d.sku = :sku WHERE s.sku = :source",
+                sku=sku,
+                source=source,
+                factor=str(round(factor, 3)),
+            )
+    finally:
+        conn.close()
+    return perf_url
 
 
 def run_processes(groups: list[list[dict[str, Any]]]) -> tuple[float, list[dict[str, Any]]]:
@@ -72,6 +126,7 @@ def run_processes(groups: list[list[dict[str, Any]]]) -> tuple[float, list[dict[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.perf_train_all")
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--skus", type=int, default=6, help="more than 6: add derived series")
     args = parser.parse_args(argv)
     fake_aws_environment()
 
@@ -83,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     server.start()
     runs: dict[str, Any] = {}
     try:
-        with database_url():
+        with database_url() as url:
+            if args.skus > 6:
+                os.environ["DATABASE_URL"] = derived_database(url, args.skus)
             create_resources(f"http://127.0.0.1:{port}")
             from siprems.jobs.fanout import train_all
             from siprems.jobs.model import Job, JobType
@@ -121,11 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
     write_result(
-        "perf_train_all",
+        "perf_train_all" if args.skus <= 6 else f"perf_train_all_{args.skus}",
         {
             "protocol": {
                 "aws": "moto server on 127.0.0.1 (HTTP), resources from template.yaml",
-                "skus": "the 6 Kiel products (real series)",
+                "skus": "the 6 Kiel products (real series)"
+                + (f" and {args.skus - 6} derived from them" if args.skus > 6 else ""),
                 "batch_size": BATCH_SIZE,
                 "distribution": "records round-robin between processes, batches of 5",
             },
