@@ -29,7 +29,7 @@ def test_predict_shows_progress_and_the_forecast(service):
 
 
 def test_async_then_status_wait_as_json(service):
-    run = siprems(service, "predict", "BRD-002", "--async")
+    run = siprems(service, "predict", "RLL-001", "--async")
     assert run.returncode == 0, run.stderr
     task_id = run.stdout.strip()
     waited = siprems(service, "status", task_id, "--wait", "--json")
