@@ -11,6 +11,7 @@ venv:
 ## checks need .venv-sam for the SAM transform and `sam validate --lint`)
 test: venv
 	@scripts/bootstrap.sh sam
+	@scripts/ensure-chromium.sh
 	$(PY) -m pytest -q
 
 ## demo: seed the embedded PostgreSQL with the Kiel bakery data, train and forecast one product
@@ -32,7 +33,7 @@ perf: venv
 
 lint: venv
 	$(PY) -m ruff check layers functions tests bench scripts client
-	$(PY) -m cfnlint template.yaml
+	.venv/bin/cfn-lint template.yaml
 
 ## sam-local: sam build, sam local invoke of every function with each event, sam local start-api, in
 ## Docker (starts its own engine if none runs and stops it; base images pulled or built offline)
