@@ -17,6 +17,7 @@ What the containers talk to:
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -175,7 +176,7 @@ def test_every_event_file_is_covered() -> None:
         {f"authorizer/{name}" for name in AUTHORIZER_DENIED | AUTHORIZER_ALLOWED.keys()}
         | {f"submit/{name}" for name in SUBMIT}
         | {f"worker/{name}" for name in ("sqs-batch.json", "sqs-poison.json")}
-        | {f"status/{name}" for name in STATUS}
+        | {f"status/{name}" for name in STATUS | STATUS_PAGES.keys()}
         | {f"train_all/{name}" for name in ("api-parent.json", "schedule.json")}
     )
     present = {str(path.relative_to(EVENTS)) for path in EVENTS.glob("*/*.json")}
@@ -306,6 +307,18 @@ STATUS = {
         200,
         lambda b: b["openapi"].startswith("3.") and "/api/predict/async" in b["paths"],
     ),
+    "status-data.json": (
+        200,
+        lambda b: {"PENDING", "SUCCESS", "FAILURE"} <= set(b["jobs"])
+        and isinstance(b["models"], list)
+        and b["nightly"]["schedule"].startswith(("cron(", "rate(")),
+    ),
+}
+# Pages that are not JSON: event -> (content type prefix, text the body must contain)
+STATUS_PAGES = {
+    "status-page.json": ("text/html", "<html"),
+    "docs.json": ("text/html", "swagger"),
+    "docs-asset.json": ("text/css", ".swagger-ui"),
 }
 
 
@@ -325,6 +338,22 @@ def test_status(docker, built, env_vars, aws, event, request) -> None:
     )
     body = api_body(invocation)
     assert check(body), body
+
+
+@pytest.mark.parametrize("event", sorted(STATUS_PAGES))
+def test_status_pages(docker, built, env_vars, aws, event) -> None:
+    content_type, text = STATUS_PAGES[event]
+    invocation = invoke(docker, built, env_vars, "StatusFunction", f"status/{event}")
+    response = invocation.response
+    assert response.get("statusCode") == 200, (response, invocation.log[-3000:])
+    headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
+    multi = {k.lower(): v for k, v in (response.get("multiValueHeaders") or {}).items()}
+    received_type = headers.get("content-type") or multi.get("content-type", [""])[0]
+    assert received_type.startswith(content_type), response.get("headers")
+    body = response["body"]
+    if response.get("isBase64Encoded"):
+        body = base64.b64decode(body).decode()
+    assert text in body.lower()
 
 
 # --------------------------------------------------------------------------- train_all
