@@ -5,39 +5,18 @@ admin data route with the token of the address fragment. The screenshot is kept 
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.conftest import Service, http
+from tests.fixtures.browser import chromium as headless_chromium
+from tests.fixtures.browser import needs_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--virtual-time-budget=15000",
-    "--window-size=1280,1100",
-]
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="apt-get install chromium")
+pytestmark = needs_chromium
 
 
 def chromium(url: str, profile: Path, *extra: str) -> str:
-    done = subprocess.run(  # noqa: S603
-        [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *extra, url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return done.stdout
+    return headless_chromium(url, profile, *extra, budget_ms=15000, timeout=120)
 
 
 def test_status_page_in_a_browser(service: Service, tmp_path):

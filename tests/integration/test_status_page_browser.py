@@ -5,49 +5,25 @@ the API's own files. Skipped where Chromium is not installed (apt-get install ch
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
 import requests
 from siprems.auth import mint_token
 
 from scripts.gen_events import SAMPLE_SIGNING_KEY
+from tests.fixtures.browser import chromium, needs_chromium
 from tests.fixtures.gateway import gateway  # noqa: F401 - the fixture
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+pytestmark = needs_chromium
 ADMIN = mint_token(SAMPLE_SIGNING_KEY, user_id=1, email="ops@example.com", role="admin")
 USER = mint_token(SAMPLE_SIGNING_KEY, user_id=7, email="clerk@example.com")
 
 
 def browse(url: str, profile: Path, *, screenshot: Path | None = None) -> str:
     """The DOM after the page's scripts ran (and a screenshot if asked)."""
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=8000",
-        "--window-size=1280,1100",
-    ]
     if screenshot is not None:
-        subprocess.run(  # noqa: S603
-            [CHROMIUM, *flags, f"--screenshot={screenshot}", url],
-            capture_output=True,
-            timeout=90,
-            check=True,
-        )
-    done = subprocess.run(  # noqa: S603
-        [CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=90
-    )
-    return done.stdout
+        chromium(url, profile, f"--screenshot={screenshot}")
+    return chromium(url, profile, "--dump-dom")
 
 
 def test_status_page_renders_the_service_state(gateway, app, tmp_path):  # noqa: F811
