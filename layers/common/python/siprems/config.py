@@ -9,6 +9,7 @@ Manager secret or an SSM parameter), and ``siprems.secrets`` fetches them on dem
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -88,7 +89,8 @@ def load_settings() -> Settings:
         default_forecast_days=_int("DEFAULT_FORECAST_DAYS", 7),
         backtest_days=_int("BACKTEST_DAYS", 28),
         min_fit_seconds_left=_float("MIN_FIT_SECONDS_LEFT", 20.0),
-        work_dir=Path(_env("SIPREMS_WORK_DIR", "/tmp/siprems")),  # type: ignore[arg-type]
+        # Lambda's only writable folder is /tmp, which is what gettempdir() gives there.
+        work_dir=Path(_env("SIPREMS_WORK_DIR") or Path(tempfile.gettempdir()) / "siprems"),
         forecast_profile=_env("FORECAST_PROFILE", "default"),  # type: ignore[arg-type]
         forecast_overrides=_env("FORECAST_OPTIONS"),
     )
