@@ -6,7 +6,8 @@
     python3 localstack/launcher.py status
     python3 localstack/launcher.py stop      # stop it and every function process it started
 
-LocalStack listens on 127.0.0.1:4566 only. Its state, temporary files (unzipped function code),
+LocalStack listens on 127.0.0.1:4566 only (``SIPREMS_LOCALSTACK_PORT`` picks another port).
+Its state, temporary files (unzipped function code),
 function outputs and its log live under ``.state/localstack/``. The project's plugins
 (``localstack/plugins``) supply what the community edition lacks offline: DynamoDB (moto),
 Lambda execution (local processes using the project's ``.venv``) and REST API Lambda authorizers.
@@ -37,7 +38,8 @@ STAMP = VENV / ".installed"
 STATE = ROOT / ".state" / "localstack"
 PID_FILE = STATE / "localstack.pid"
 LOG_FILE = STATE / "localstack.log"
-HOST, PORT = "127.0.0.1", 4566
+# SIPREMS_LOCALSTACK_PORT lets two checkouts run their own LocalStack side by side.
+HOST, PORT = "127.0.0.1", int(os.environ.get("SIPREMS_LOCALSTACK_PORT", "4566"))
 ENDPOINT = f"http://{HOST}:{PORT}"
 HEALTH_URL = f"{ENDPOINT}/_localstack/health"
 INSTALL_INPUTS = [

@@ -44,7 +44,7 @@ STACK_NAME = "siprems-forecast"
 STAGE = "local"
 JWT_PARAMETER = "/siprems/jwt-secret"  # the template's JwtSecretParameterName default
 WORKER_REPOSITORY = "000000000000.dkr.ecr.us-east-1.amazonaws.com/siprems-worker"
-ENDPOINT = "http://127.0.0.1:4566"
+ENDPOINT = f"http://127.0.0.1:{os.environ.get('SIPREMS_LOCALSTACK_PORT', '4566')}"
 REGION = "us-east-1"
 IMAGE_TAG = "source"
 

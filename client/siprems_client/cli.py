@@ -38,7 +38,7 @@ from siprems_client.api import (
 )
 
 LOCAL_SECRET = Path(".state") / "local" / "jwt-secret"
-LOCAL_ENDPOINT = "http://127.0.0.1:4566"
+LOCAL_ENDPOINT = f"http://127.0.0.1:{os.environ.get('SIPREMS_LOCALSTACK_PORT', '4566')}"
 LOCAL_STACK = "siprems-forecast"
 LOCAL_STAGE = "local"
 SPINNER = "|/-\\"
