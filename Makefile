@@ -40,8 +40,12 @@ lint: venv
 sam-local: venv
 	@scripts/docker/sam-local.sh $(ARGS)
 
+## clean: stop whatever runs from .state (LocalStack, the embedded PostgreSQL, the Docker engine),
+## then remove .state and .aws-sam (the venvs stay)
 clean:
 	-@scripts/docker/engine.sh stop 2>/dev/null
+	-@python3 localstack/launcher.py stop 2>/dev/null
+	-@if [ -x $(PY) ] && [ -d .state/postgres ]; then PYTHONPATH=layers/common/python $(PY) -m siprems.sales.embedded stop --state-dir .state/postgres; fi
 	rm -rf .state .aws-sam
 
 ## up: the whole service locally without Docker (LocalStack on the host + embedded PostgreSQL),
