@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from siprems.errors import InsufficientDataError
+from siprems.forecasting.scale import to_original_scale  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from siprems.forecasting.options import ForecastOptions
@@ -83,10 +84,3 @@ def training_frame(
         )
     return data, removed
 
-
-def to_original_scale(values: np.ndarray | pd.Series, options: ForecastOptions) -> np.ndarray:
-    """Inverse of the training transform, floored at zero (demand is never negative)."""
-    array = np.asarray(values, dtype=float)
-    if options.log_transform:
-        array = np.expm1(array)
-    return np.clip(array, 0.0, None)
