@@ -170,3 +170,32 @@ def test_daily_sales_uses_the_product_date_index(sales_conn):
         )
     )
     assert "transactions_product_date_idx" in plan
+
+
+def test_daily_sales_since_is_the_tail_of_the_full_series(sales_conn):
+    repo = SalesRepository(sales_conn)
+    full = repo.daily_sales("BRD-001")
+    since = date(2018, 6, 2)
+    tail = repo.daily_sales("BRD-001", since=since)
+    first = next(i for i, day in enumerate(full.days) if day >= since)
+    assert tail.days == full.days[first:] and tail.days[0] >= since
+    assert tail.quantity == full.quantity[first:] and tail.promo == full.promo[first:]
+    # UTC days, whatever the session's zone
+    sales_conn.run("SET TIME ZONE 'Pacific/Kiritimati'")
+    assert repo.daily_sales("BRD-001", since=since) == tail
+    # a bound after the last sale: a known SKU with no days; an unknown SKU still raises
+    assert len(repo.daily_sales("BRD-001", since=date(2030, 1, 1))) == 0
+    with pytest.raises(UnknownSkuError):
+        repo.daily_sales("NOPE-001", since=since)
+
+
+def test_daily_sales_since_cuts_at_utc_midnight(rolled_back):
+    repo = SalesRepository(rolled_back)
+    (product_id,) = rolled_back.run("SELECT product_id FROM products WHERE sku = 'CKE-001'")[0]
+    rolled_back.run(
+        "INSERT INTO transactions (product_id, quantity_sold, price_per_unit, transaction_date)"
+        " VALUES (:p, 5, 6.00, '2030-03-04 23:59:59+00'), (:p, 2, 8.00, '2030-03-05 00:00:00+00')",
+        p=product_id,
+    )
+    series = repo.daily_sales("CKE-001", since=date(2030, 3, 5))
+    assert (series.days, series.quantity) == ((date(2030, 3, 5),), (2.0,))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pg8000.native
@@ -12,14 +13,17 @@ from siprems.sales.models import DailySales, Event, Product
 
 _PRODUCT_COLUMNS = "product_id, sku, name, category, variation, price, stock"
 
-# One row per UTC calendar day with sales. The LEFT JOIN tells an unknown SKU (no row) from a
-# known SKU without sales (one row whose day is NULL) in the same query.
+# One row per UTC calendar day with sales (from a first day, or all of them when it is
+# NULL). The LEFT JOIN tells an unknown SKU (no row) from a known SKU without sales (one row
+# whose day is NULL) in the same query; the bound is on the indexed column itself.
 _DAILY_SALES = """
 SELECT (t.transaction_date AT TIME ZONE 'UTC')::date AS day,
        sum(t.quantity_sold) AS quantity,
        bool_or(t.is_promo) AS promo
 FROM products p
 LEFT JOIN transactions t ON t.product_id = p.product_id
+ AND (CAST(:since AS date) IS NULL
+      OR t.transaction_date >= CAST(:since AS date)::timestamp AT TIME ZONE 'UTC')
 WHERE p.sku = :sku
 GROUP BY 1
 ORDER BY 1
@@ -50,12 +54,13 @@ class SalesRepository:
         rows = self._run(f"SELECT {_PRODUCT_COLUMNS} FROM products ORDER BY sku")
         return [Product(*row) for row in rows]
 
-    def daily_sales(self, sku: str) -> DailySales:
-        """Per UTC day on which the SKU sold: ``sum(quantity_sold)``, ``bool_or(is_promo)``.
+    def daily_sales(self, sku: str, since: date | None = None) -> DailySales:
+        """Per UTC day on which the SKU sold: ``sum(quantity_sold)``, ``bool_or(is_promo)``;
+        only the days from ``since`` on when given (a forecast shows a window of history).
 
         Days without sales are absent (not zero-filled). Raises ``UnknownSkuError``.
         """
-        rows = self._run(_DAILY_SALES, sku=sku)
+        rows = self._run(_DAILY_SALES, sku=sku, since=since)
         if not rows:
             raise UnknownSkuError(sku)
         rows = [row for row in rows if row[0] is not None]
