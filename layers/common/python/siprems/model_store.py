@@ -3,17 +3,21 @@
 Layout (one prefix per SKU)::
 
     models/{sku}/model.json      Prophet ``model_to_json``, gzip-compressed
+    models/{sku}/serving.json    what a forecast reads instead: the model's numpy kernel and
+                                 the chart's holiday names (a few kB, gzip-compressed)
     models/{sku}/metadata.json   metrics, training window, versions, config hash, and the
-                                 S3 version id + sha256 of the model.json it describes
+                                 S3 version id + sha256 of the model.json and serving.json
+                                 it describes
     forecasts/{task_id}.json     a forecast result
 
 Why S3 versioning and not one key per training: the bucket is versioned, so a retrain
 writes a *new version* of ``model.json`` and never destroys the one being served, and a
 lifecycle rule on noncurrent versions expires old models without any bookkeeping here.
-``metadata.json`` is written last and names the exact ``model.json`` version, so it is the
-commit point: a reader always loads a matching pair, even while a retrain (or two
-concurrent ones, at-least-once delivery) is writing. On a bucket without versioning the
-pair is checked by sha256 instead and a mismatch is reported as transient (retry).
+``metadata.json`` is written last and names the exact ``model.json`` (and ``serving.json``)
+version, so it is the commit point: a reader always loads a matching set, even while a
+retrain (or two concurrent ones, at-least-once delivery) is writing. On a bucket without
+versioning the set is checked by sha256 instead and a mismatch is reported as transient
+(retry).
 
 This module deals in JSON text and dicts only: it does not import Prophet or pandas.
 """
@@ -62,6 +66,10 @@ class ModelStore:
         return f"models/{_checked(sku, _SKU, 'SKU')}/model.json"
 
     @staticmethod
+    def serving_key(sku: str) -> str:
+        return f"models/{_checked(sku, _SKU, 'SKU')}/serving.json"
+
+    @staticmethod
     def metadata_key(sku: str) -> str:
         return f"models/{_checked(sku, _SKU, 'SKU')}/metadata.json"
 
@@ -70,27 +78,44 @@ class ModelStore:
         return f"forecasts/{_checked(task_id, _TASK_ID, 'task id')}.json"
 
     # --- models --------------------------------------------------------------------------
-    def save_model(self, sku: str, model_json: str, metadata: dict[str, Any]) -> dict[str, Any]:
-        """Store the artefact, then its metadata (the commit point). Returns the metadata
-        as stored, with ``model_key``, ``model_version_id`` and ``model_sha256`` added."""
-        body = model_json.encode()
-        digest = hashlib.sha256(body).hexdigest()
-        put = self._call(
-            "put_object",
-            Bucket=self.bucket,
-            Key=self.model_key(sku),
-            Body=gzip.compress(body, compresslevel=6),
-            ContentType="application/json",
-            ContentEncoding="gzip",
-            Metadata={"sha256": digest},
-        )
-        stored = {
-            **metadata,
-            "sku": sku,
-            "model_key": self.model_key(sku),
-            "model_version_id": put.get("VersionId"),
-            "model_sha256": digest,
-        }
+    def save_model(
+        self,
+        sku: str,
+        model_json: str,
+        metadata: dict[str, Any],
+        serving: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Store the artefact (and the serving document), then the metadata (the commit
+        point). Returns the metadata as stored, with ``model_key``, ``model_version_id`` and
+        ``model_sha256`` (and ``serving_key``, ``serving_version_id``, ``serving_sha256``)."""
+        stored = {**metadata, "sku": sku}
+        for name, key, body in (
+            ("model", self.model_key(sku), model_json.encode()),
+            (
+                "serving",
+                self.serving_key(sku),
+                None if serving is None else _json_bytes(serving),
+            ),
+        ):
+            if body is None:
+                continue
+            digest = hashlib.sha256(body).hexdigest()
+            put = self._call(
+                "put_object",
+                Bucket=self.bucket,
+                Key=key,
+                Body=gzip.compress(body, compresslevel=6),
+                ContentType="application/json",
+                ContentEncoding="gzip",
+                Metadata={"sha256": digest},
+            )
+            stored.update(
+                {
+                    f"{name}_key": key,
+                    f"{name}_version_id": put.get("VersionId"),
+                    f"{name}_sha256": digest,
+                }
+            )
         self._put_json(self.metadata_key(sku), stored)
         return stored
 
@@ -100,31 +125,46 @@ class ModelStore:
         except NotFoundError as exc:
             raise ModelNotFoundError(f"no trained model for {sku!r}", product_sku=sku) from exc
 
-    def load_model(self, sku: str) -> StoredModel:
-        metadata = self.load_metadata(sku)
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.model_key(sku)}
-        version = metadata.get("model_version_id")
+    def load_model(self, sku: str, metadata: dict[str, Any] | None = None) -> StoredModel:
+        """The Prophet model JSON that ``metadata`` (read now if not given) names."""
+        metadata = self.load_metadata(sku) if metadata is None else metadata
+        raw = self._load_versioned(sku, "model", self.model_key(sku), metadata)
+        if raw is None:
+            raise ModelNotFoundError(f"the model artefact of {sku!r} is missing", product_sku=sku)
+        return StoredModel(model_json=raw.decode(), metadata=metadata)
+
+    def load_serving(self, sku: str, metadata: dict[str, Any]) -> dict[str, Any] | None:
+        """The serving document ``metadata`` names; None for a model stored without one."""
+        if not metadata.get("serving_key"):
+            return None
+        raw = self._load_versioned(sku, "serving", self.serving_key(sku), metadata)
+        if raw is None:
+            raise ModelNotFoundError(f"the serving document of {sku!r} is missing", product_sku=sku)
+        return json.loads(raw)
+
+    def _load_versioned(
+        self, sku: str, name: str, key: str, metadata: dict[str, Any]
+    ) -> bytes | None:
+        """The object version the metadata names, checked against its sha256."""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        version = metadata.get(f"{name}_version_id")
         if version and version != "null":
             args["VersionId"] = version
         try:
             response = self._call("get_object", **args)
-        except NotFoundError as exc:
-            raise ModelNotFoundError(
-                f"the model artefact of {sku!r} is missing", product_sku=sku
-            ) from exc
+        except NotFoundError:
+            return None
         raw = response["Body"].read()
         if response.get("ContentEncoding") == "gzip" or raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-        if (
-            metadata.get("model_sha256")
-            and hashlib.sha256(raw).hexdigest() != metadata["model_sha256"]
-        ):
+        digest = metadata.get(f"{name}_sha256")
+        if digest and hashlib.sha256(raw).hexdigest() != digest:
             # Only possible without bucket versioning, while a retrain is writing.
             raise StorageUnavailableError(
-                f"the model artefact of {sku!r} does not match its metadata (being replaced)",
+                f"the {name} artefact of {sku!r} does not match its metadata (being replaced)",
                 product_sku=sku,
             )
-        return StoredModel(model_json=raw.decode(), metadata=metadata)
+        return raw
 
     def list_metadata(self, limit: int = 500) -> list[dict[str, Any]]:
         """The metadata of every stored model (up to ``limit``), by SKU."""
@@ -158,7 +198,7 @@ class ModelStore:
             "put_object",
             Bucket=self.bucket,
             Key=key,
-            Body=json.dumps(value, separators=(",", ":"), allow_nan=False).encode(),
+            Body=_json_bytes(value),
             ContentType="application/json",
         )
 
@@ -182,6 +222,10 @@ class ModelStore:
             raise StorageUnavailableError(
                 f"S3 {operation} failed on s3://{self.bucket}/{kwargs.get('Key')}: {exc}"
             ) from exc
+
+
+def _json_bytes(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:

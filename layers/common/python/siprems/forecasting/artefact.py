@@ -1,16 +1,40 @@
-"""A trained model ↔ the model store's artefact (``model_to_json``) and metadata."""
+"""A trained model ↔ the model store's artefacts, and the serving models a worker keeps.
+
+Per SKU the store holds Prophet's ``model_to_json`` (a user can load the full model), the
+serving document (the numpy kernel and the holiday names of the chart: what a forecast
+reads) and the metadata (how the model's output turns into demand). The forecast path reads
+the metadata and the serving document only, and keeps the built ``ServingModel`` in a
+bounded cache keyed by the serving document's S3 version: a warm worker validates its copy
+with one small GET (the metadata) per forecast.
+
+Models stored before serving documents existed still forecast: their ``model.json`` is
+loaded through Prophet once per worker and version (a slow first forecast), converted and
+cached; the next training writes the serving document.
+"""
 
 from __future__ import annotations
 
+import logging
 import platform
+import sys
+from collections import OrderedDict
 from datetime import date
 from importlib import metadata as importlib_metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from siprems.forecasting.kernel import ForecastKernel
 from siprems.forecasting.options import ForecastOptions
-from siprems.forecasting.train import TrainedModel
+from siprems.forecasting.predict import ServingModel, serving_model_of
+
+if TYPE_CHECKING:
+    from siprems.forecasting.train import TrainedModel
+    from siprems.model_store import ModelStore
 
 LIBRARIES = ("prophet", "cmdstanpy", "pandas", "numpy", "holidays")
+SERVING_FORMAT = 1
+# Serving models a worker keeps: a few kB each (kernel arrays, holiday names), so the bound
+# is about memory churn, not size; a worker serving more SKUs reloads the least recent.
+CACHED_MODELS = 256
 
 
 def library_versions() -> dict[str, str]:
@@ -21,6 +45,31 @@ def library_versions() -> dict[str, str]:
         except importlib_metadata.PackageNotFoundError:
             versions[name] = "missing"
     return versions
+
+
+def import_prophet() -> None:
+    """Import Prophet without matplotlib.
+
+    ``prophet.forecaster`` imports its plotting module, which imports ``matplotlib.pyplot``
+    (about a second and 30+ MiB) and falls back quietly when matplotlib is missing. A worker
+    never plots, so matplotlib is hidden for the duration of the import; afterwards it is
+    importable again (only Prophet's own plot functions stay unavailable in this process).
+    """
+    if "prophet" in sys.modules:
+        return
+    if "matplotlib" in sys.modules:  # already paid for by someone else
+        import prophet  # noqa: F401
+
+        return
+    plot_logger = logging.getLogger("prophet.plot")
+    level = plot_logger.level
+    plot_logger.setLevel(logging.CRITICAL)  # "Importing matplotlib failed" is expected here
+    sys.modules["matplotlib"] = None  # type: ignore[assignment] - makes `import` raise
+    try:
+        import prophet  # noqa: F401
+    finally:
+        del sys.modules["matplotlib"]
+        plot_logger.setLevel(level)
 
 
 def to_artefact(trained: TrainedModel) -> tuple[str, dict[str, Any]]:
@@ -43,8 +92,24 @@ def to_artefact(trained: TrainedModel) -> tuple[str, dict[str, Any]]:
     return model_to_json(trained.model), metadata
 
 
+def serving_document(trained: TrainedModel) -> dict[str, Any]:
+    """What a forecast reads instead of ``model.json``: the kernel and the chart's names."""
+    from siprems.forecasting.events import holiday_names
+
+    names = holiday_names(trained.model.holidays, trained.options)
+    return {
+        "format": SERVING_FORMAT,
+        "kernel": serving_model_of(trained).kernel.to_dict(),
+        "holiday_names": {day.isoformat(): name for day, name in sorted(names.items())},
+    }
+
+
 def from_artefact(model_json: str, metadata: dict[str, Any]) -> TrainedModel:
+    """The full Prophet model back (training-side code, tools, old artefacts)."""
+    import_prophet()
     from prophet.serialize import model_from_json
+
+    from siprems.forecasting.train import TrainedModel
 
     window = metadata["training_window"]
     return TrainedModel(
@@ -57,3 +122,94 @@ def from_artefact(model_json: str, metadata: dict[str, Any]) -> TrainedModel:
         outliers_removed=int(metadata.get("outliers_removed", 0)),
         fit_ms=float(metadata.get("fit_ms", 0.0)),
     )
+
+
+def serving_model(metadata: dict[str, Any], document: dict[str, Any]) -> ServingModel:
+    if document.get("format") != SERVING_FORMAT:
+        raise ValueError(f"unknown serving document format {document.get('format')!r}")
+    return ServingModel(
+        kernel=ForecastKernel.from_dict(document["kernel"]),
+        options=ForecastOptions.from_dict(metadata["options"]),
+        correction_factor=float(metadata["correction_factor"]),
+        last_day=date.fromisoformat(metadata["training_window"]["last_day"]),
+        holiday_names=dict(document.get("holiday_names") or {}),
+    )
+
+
+def serving_model_from_trained(trained: TrainedModel) -> ServingModel:
+    """A trained (or Prophet-loaded) model as a serving model, chart names included."""
+    document = serving_document(trained)
+    model = serving_model_of(trained)
+    return ServingModel(
+        kernel=model.kernel,
+        options=model.options,
+        correction_factor=model.correction_factor,
+        last_day=model.last_day,
+        holiday_names=document["holiday_names"],
+    )
+
+
+class ModelCache:
+    """Serving models by (bucket, SKU), each with the version it was built from; least
+    recently used out first beyond ``max_models``."""
+
+    def __init__(self, max_models: int = CACHED_MODELS) -> None:
+        self.max_models = max_models
+        self._entries: OrderedDict[tuple[str, str], tuple[str, ServingModel]] = OrderedDict()
+        self.hits = 0
+        self.loads = 0
+
+    def get(self, key: tuple[str, str], version: str) -> ServingModel | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != version:
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry[1]
+
+    def put(self, key: tuple[str, str], version: str, model: ServingModel) -> None:
+        self.loads += 1
+        self._entries[key] = (version, model)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_models:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+# The worker process's cache: module state survives between invocations of a warm Lambda.
+MODEL_CACHE = ModelCache()
+
+
+def load_serving_model(
+    store: ModelStore, sku: str, metadata: dict[str, Any], cache: ModelCache | None = None
+) -> ServingModel:
+    """The serving model the metadata names, from the cache when it holds that version."""
+    cache = MODEL_CACHE if cache is None else cache
+    version = serving_version(metadata)
+    key = (store.bucket, sku)
+    model = cache.get(key, version) if version else None
+    if model is not None:
+        return model
+    document = store.load_serving(sku, metadata)
+    if document is not None:
+        model = serving_model(metadata, document)
+    else:  # stored before serving documents: through Prophet, once per version
+        stored = store.load_model(sku, metadata)
+        model = serving_model_from_trained(from_artefact(stored.model_json, stored.metadata))
+    if version:
+        cache.put(key, version, model)
+    return model
+
+
+def serving_version(metadata: dict[str, Any]) -> str | None:
+    """What identifies the content a forecast is computed from (S3 version, else sha256)."""
+    for name in ("serving_version_id", "serving_sha256", "model_version_id", "model_sha256"):
+        value = metadata.get(name)
+        if value and value != "null":
+            return f"{name}:{value}"
+    return None

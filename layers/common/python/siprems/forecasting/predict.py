@@ -1,140 +1,218 @@
-"""Prediction: quantiles over the horizon, fitted history, and the API's ``chartData``."""
+"""Prediction: quantiles over the horizon, the fitted history and the API's ``chartData``.
+
+Everything here works on a ``ServingModel`` (the numpy kernel of a fitted model plus what
+turns its output into demand) with numpy arrays, so the worker's forecast path imports
+neither pandas nor Prophet. ``future_frame`` and ``predict_horizon`` serve training and the
+backtests, which work with pandas frames and fitted Prophet models: they import pandas when
+called.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from siprems.forecasting.events import holiday_names
-from siprems.forecasting.preprocess import to_original_scale
-from siprems.forecasting.train import (
-    TrainedModel,
-    add_conditions,
-    holidays_near,
-    point_forecast,
-)
+from siprems.forecasting.kernel import ForecastKernel
+from siprems.forecasting.scale import to_original_scale
 
-# Uncertainty sampling draws from NumPy's global generator; a fixed seed makes the same
-# model give the same answer to the same request (and a stored model forecast identically).
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from siprems.forecasting.options import ForecastOptions
+    from siprems.forecasting.train import TrainedModel
+    from siprems.sales.models import DailySales
+
+# The sampler's seed: the same model gives the same answer to the same request (and a
+# stored model forecasts identically). With it the kernel draws exactly what Prophet's
+# predictive_samples drew after np.random.seed(SAMPLING_SEED).
 SAMPLING_SEED = 20130701
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """What a forecast needs from a trained model, without Prophet."""
+
+    kernel: ForecastKernel
+    options: ForecastOptions
+    correction_factor: float
+    last_day: date
+    holiday_names: Mapping[str, str] = field(default_factory=dict)  # ISO day -> name(s)
 
 
 @dataclass
 class HorizonForecast:
     """Daily quantiles on the original scale, plus the sampled horizon totals (for restock)."""
 
-    frame: pd.DataFrame  # ds, p50, p10, p90, lower, upper
+    days: np.ndarray  # datetime64[D]
+    p50: np.ndarray
+    p10: np.ndarray
+    p90: np.ndarray
+    lower: np.ndarray  # interval_width bounds (chartData's lower/upper)
+    upper: np.ndarray
     totals: np.ndarray  # one total demand over the horizon per sample path
 
+    @property
+    def frame(self) -> pd.DataFrame:
+        """ds, p50, p10, p90, lower, upper as a pandas frame (for the backtests)."""
+        import pandas as pd
 
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
+        return pd.DataFrame(
+            {
+                "ds": self.days.astype("datetime64[ns]"),
+                "p50": self.p50,
+                "p10": self.p10,
+                "p90": self.p90,
+                "lower": self.lower,
+                "upper": self.upper,
+            }
+        )
 
 
-def future_frame(trained: TrainedModel, days: int) -> pd.DataFrame:
-    """The ``days`` calendar days after the model's last training day (no promotion)."""
-    start = pd.Timestamp(trained.last_day) + pd.Timedelta(days=1)
-    return pd.DataFrame({"ds": pd.date_range(start, periods=days, freq="D"), "promo": 0.0})
+def future_days(last_day: date, days: int) -> np.ndarray:
+    """The ``days`` calendar days after ``last_day``."""
+    return np.datetime64(last_day, "D") + np.arange(1, days + 1)
 
 
-def predict_horizon(trained: TrainedModel, frame: pd.DataFrame) -> HorizonForecast:
-    """p50 = the corrected point forecast; p10/p90 and the ``interval_width`` bounds from
-    Prophet's posterior predictive samples (spread scaled by ``interval_scale``)."""
-    options = trained.options
-    factor = trained.correction_factor
-    point = point_forecast(trained, frame)
+def horizon_forecast(
+    model: ServingModel, days: np.ndarray, promo: np.ndarray | None = None
+) -> HorizonForecast:
+    """p50 = the corrected point forecast; p10/p90 and the ``interval_width`` bounds from the
+    posterior predictive samples (spread scaled by ``interval_scale``)."""
+    options = model.options
+    factor = model.correction_factor
+    days = np.asarray(days, dtype="datetime64[D]")
+    point = model.kernel.point(days, promo)
     p50 = to_original_scale(point, options) * factor
     width = options.interval_width
     if options.uncertainty_samples > 0:
-        with _seeded(SAMPLING_SEED), holidays_near(trained.model, frame["ds"]):
-            draws = trained.model.predictive_samples(
-                add_conditions(frame[[c for c in ("ds", "promo") if c in frame]], options)
-            )["yhat"]
+        draws = model.kernel.samples(days, promo, n=options.uncertainty_samples, seed=SAMPLING_SEED)
         if options.interval_scale != 1.0:
             draws = point[:, None] + options.interval_scale * (draws - point[:, None])
         paths = to_original_scale(draws, options) * factor
-        q = np.quantile(paths, [0.1, 0.9, (1 - width) / 2, (1 + width) / 2], axis=1)
-        p10, p90, lower, upper = q
+        p10, p90, lower, upper = np.quantile(
+            paths, [0.1, 0.9, (1 - width) / 2, (1 + width) / 2], axis=1
+        )
         totals = paths.sum(axis=0)
     else:
         p10 = p90 = lower = upper = p50
         totals = np.asarray([p50.sum()])
-    out = pd.DataFrame(
-        {
-            "ds": frame["ds"].to_numpy(),
-            "p50": p50,
-            "p10": np.minimum(p10, p50),
-            "p90": np.maximum(p90, p50),
-            "lower": np.minimum(lower, p50),
-            "upper": np.maximum(upper, p50),
-        }
+    return HorizonForecast(
+        days=days,
+        p50=p50,
+        p10=np.minimum(p10, p50),
+        p90=np.maximum(p90, p50),
+        lower=np.minimum(lower, p50),
+        upper=np.maximum(upper, p50),
+        totals=totals,
     )
-    return HorizonForecast(frame=out, totals=totals)
 
 
-def fitted_history(trained: TrainedModel, days: pd.Series) -> np.ndarray:
-    """The model's fitted demand on past days, without uncertainty sampling (cheap)."""
+def fitted_history(model: ServingModel, days: np.ndarray) -> np.ndarray:
+    """The model's fitted demand on past days (no sampling: microseconds with the kernel)."""
     if len(days) == 0:
         return np.asarray([], dtype=float)
-    frame = pd.DataFrame({"ds": pd.to_datetime(days).to_numpy(), "promo": 0.0})
-    return (
-        to_original_scale(point_forecast(trained, frame), trained.options)
-        * trained.correction_factor
-    )
+    return to_original_scale(model.kernel.point(days), model.options) * model.correction_factor
 
 
-def _round(value: float | None) -> float | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+def history_start(model: ServingModel, history_days: int | None) -> date | None:
+    """The first day of history the answer shows (None = all of it)."""
+    if history_days is None:
         return None
-    return round(float(value), 2)
+    return model.last_day + timedelta(days=1 - max(history_days, 0))
 
 
 def chart_data(
-    trained: TrainedModel,
+    model: ServingModel,
     horizon: HorizonForecast,
-    actual: pd.DataFrame,
+    actual: DailySales,
     history_days: int | None,
 ) -> list[dict[str, Any]]:
     """The original ``chartData`` rows: history (actual + fitted, no interval) then horizon.
 
-    ``history_days=None`` returns every day of history; otherwise the last ``history_days``
-    days before the horizon (0 = horizon only).
+    ``history_days=None`` returns every day of history in ``actual``; otherwise the last
+    ``history_days`` days before the horizon (0 = horizon only).
     """
-    names = holiday_names(trained.model.holidays, trained.options)
-    first_future = pd.Timestamp(horizon.frame["ds"].iloc[0]) if len(horizon.frame) else None
-    past = actual
-    if first_future is not None:
-        past = actual[actual["ds"] < first_future]
-    if history_days is not None:
-        if history_days <= 0:
-            past = past.iloc[0:0]
-        elif first_future is not None:
-            past = past[past["ds"] >= first_future - pd.Timedelta(days=history_days)]
-    fitted = fitted_history(trained, past["ds"])
-    actual_by_day = {
-        pd.Timestamp(d).date(): float(y) for d, y in zip(actual["ds"], actual["y"], strict=True)
-    }
+    actual_days = np.asarray(actual.days, dtype="datetime64[D]")
+    actual_y = np.asarray(actual.quantity, dtype=float)
+    past = actual_days < np.datetime64(model.last_day + timedelta(days=1), "D")
+    start = history_start(model, history_days)
+    if start is not None:
+        past &= actual_days >= np.datetime64(start, "D")
+    past_days = actual_days[past]
+    fitted = fitted_history(model, past_days)
+    actual_by_day = dict(zip(actual_days.tolist(), actual_y.tolist(), strict=True))
+    names = model.holiday_names
 
     rows: list[dict[str, Any]] = []
-    for ds, fit_value in zip(past["ds"], fitted, strict=True):
-        day = pd.Timestamp(ds).date()
-        rows.append(_row(day, actual_by_day.get(day), fit_value, None, None, names))
-    for row in horizon.frame.itertuples(index=False):
-        day = pd.Timestamp(row.ds).date()
-        rows.append(_row(day, actual_by_day.get(day), row.p50, row.lower, row.upper, names))
+    for day, y, fit_value in zip(past_days.tolist(), actual_y[past].tolist(), fitted, strict=True):
+        rows.append(_row(day, y, fit_value, None, None, names))
+    for i, day in enumerate(horizon.days.tolist()):
+        rows.append(
+            _row(
+                day,
+                actual_by_day.get(day),
+                horizon.p50[i],
+                horizon.lower[i],
+                horizon.upper[i],
+                names,
+            )
+        )
     return rows
+
+
+def quantile_rows(horizon: HorizonForecast) -> list[dict[str, Any]]:
+    return [
+        {
+            "date": day.isoformat(),
+            "p10": _round(p10),
+            "p50": _round(p50),
+            "p90": _round(p90),
+        }
+        for day, p10, p50, p90 in zip(
+            horizon.days.tolist(), horizon.p10, horizon.p50, horizon.p90, strict=True
+        )
+    ]
+
+
+# --- training and backtests (pandas frames, fitted Prophet models) ------------------------
+def serving_model_of(trained: TrainedModel) -> ServingModel:
+    """The serving model of a freshly trained model (its kernel built once and kept)."""
+    kernel = trained.extra.get("kernel")
+    if kernel is None:
+        kernel = trained.extra["kernel"] = ForecastKernel.from_prophet(trained.model)
+    return ServingModel(
+        kernel=kernel,
+        options=trained.options,
+        correction_factor=trained.correction_factor,
+        last_day=trained.last_day,
+    )
+
+
+def future_frame(trained: TrainedModel, days: int) -> pd.DataFrame:
+    """The ``days`` calendar days after the model's last training day (no promotion)."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        {"ds": future_days(trained.last_day, days).astype("datetime64[ns]"), "promo": 0.0}
+    )
+
+
+def predict_horizon(trained: TrainedModel, frame: pd.DataFrame) -> HorizonForecast:
+    """``horizon_forecast`` for the rows of a frame (ds ascending, promo optional)."""
+    promo = frame["promo"].to_numpy(dtype=float) if "promo" in frame else None
+    days = frame["ds"].to_numpy().astype("datetime64[D]")
+    return horizon_forecast(serving_model_of(trained), days, promo)
+
+
+# --- internals -----------------------------------------------------------------------------
+def _round(value: float | None) -> float | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return round(float(value), 2)
 
 
 def _row(
@@ -143,11 +221,12 @@ def _row(
     predicted: float | None,
     lower: float | None,
     upper: float | None,
-    names: dict[date, str],
+    names: Mapping[str, str],
 ) -> dict[str, Any]:
-    name = names.get(day)
+    iso = day.isoformat()
+    name = names.get(iso)
     return {
-        "date": day.isoformat(),
+        "date": iso,
         "historical": _round(historical),
         "predicted": _round(predicted),
         "lower": _round(lower),
@@ -155,20 +234,3 @@ def _row(
         "isHoliday": name is not None,
         "holidayName": name,
     }
-
-
-def quantile_rows(horizon: HorizonForecast) -> list[dict[str, Any]]:
-    return [
-        {
-            "date": pd.Timestamp(row.ds).date().isoformat(),
-            "p10": _round(row.p10),
-            "p50": _round(row.p50),
-            "p90": _round(row.p90),
-        }
-        for row in horizon.frame.itertuples(index=False)
-    ]
-
-
-def horizon_days_after(trained: TrainedModel, days: int) -> tuple[date, date]:
-    start = trained.last_day + timedelta(days=1)
-    return start, start + timedelta(days=days - 1)

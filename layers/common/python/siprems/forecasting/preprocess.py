@@ -83,4 +83,3 @@ def training_frame(
             min_days=options.min_days,
         )
     return data, removed
-

@@ -1,8 +1,8 @@
 """The two entry points the worker calls: train a SKU, forecast a SKU.
 
 Both take their collaborators (sales repository, model store) as arguments and raise only
-``siprems.errors`` types. pandas and Prophet are imported inside the functions, so that
-importing this module costs nothing for functions that do not forecast.
+``siprems.errors`` types. Heavy imports happen inside the functions: training loads pandas
+and Prophet; a forecast from a stored model loads neither (numpy, boto3 and pg8000 only).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from siprems.errors import InvalidInputError, ModelNotFoundError, SipremsError
 from siprems.forecasting.options import ForecastOptions
 
 if TYPE_CHECKING:
+    from siprems.forecasting.artefact import ModelCache
+    from siprems.forecasting.predict import ServingModel
     from siprems.forecasting.train import TrainedModel
     from siprems.model_store import ModelStore
     from siprems.sales.repository import SalesRepository
@@ -73,52 +75,55 @@ def forecast_product(
     train_if_missing: bool = True,
     history_days: int | None = 60,
     work_dir: Path | None = None,
+    cache: ModelCache | None = None,
 ) -> dict[str, Any]:
     """Forecast ``days`` days after the stored model's last training day.
 
-    Uses the stored model; trains one first if there is none (``train_if_missing``) or if
-    ``options`` are given and differ from the stored model's. ``history_days`` bounds the
-    history part of ``chartData`` (None = all of it).
+    Uses the stored model's serving document (numpy only: no pandas, no Prophet), kept in
+    ``cache`` (the worker's by default) while its S3 version is current; trains a model
+    first if there is none (``train_if_missing``) or if ``options`` are given and differ
+    from the stored model's. ``history_days`` bounds the history part of ``chartData``
+    (None = all of it); only those days are read from the database.
     """
     _check_days(days, "days", MAX_FORECAST_DAYS)
     if history_days is not None and history_days < 0:
         raise InvalidInputError("history_days must be >= 0 or None (all history)")
     product = sales.get_product(sku)  # UnknownSkuError before any model work
 
-    from siprems.forecasting.artefact import from_artefact
+    from siprems.forecasting import predict, restock
+    from siprems.forecasting.artefact import load_serving_model
 
-    trained: TrainedModel | None = None
+    model: ServingModel | None = None
     metadata: dict[str, Any] | None = None
     try:
-        stored = store.load_model(sku)
-        if options is None or stored.metadata.get("config_hash") == options.config_hash():
-            trained, metadata = from_artefact(stored.model_json, stored.metadata), stored.metadata
+        metadata = store.load_metadata(sku)
+        if options is None or metadata.get("config_hash") == options.config_hash():
+            model = load_serving_model(store, sku, metadata, cache)
     except ModelNotFoundError:
         if not train_if_missing:
             raise
-    if trained is None:
+    if model is None:
         if not train_if_missing:
             raise ModelNotFoundError(
                 f"the stored model of {sku!r} was trained with other options", product_sku=sku
             )
         from siprems.config import load_settings
+        from siprems.forecasting.artefact import serving_model_from_trained
 
         backtest_days = load_settings().backtest_days
         trained, metadata = _train(sku, sales, store, options, backtest_days, work_dir)
+        model = serving_model_from_trained(trained)
     if metadata is None:  # unreachable: both branches above set it
         raise SipremsError(f"{sku}: no model metadata")
 
-    from siprems.forecasting import predict, restock
-    from siprems.forecasting.preprocess import sales_frame
-
-    actual = sales_frame(sales.daily_sales(sku), ForecastOptions(missing_days="skip"))
-    horizon = predict.predict_horizon(trained, predict.future_frame(trained, days))
-    chart = predict.chart_data(trained, horizon, actual, history_days)
+    horizon = predict.horizon_forecast(model, predict.future_days(model.last_day, days))
+    actual = sales.daily_sales(sku, since=predict.history_start(model, history_days))
+    chart = predict.chart_data(model, horizon, actual, history_days)
     recommendation = restock.recommend(
         product_id=product.product_id,
         product_name=product.name,
         current_stock=product.stock,
-        daily_p50=horizon.frame["p50"].to_numpy(),
+        daily_p50=horizon.p50,
         horizon_totals=horizon.totals,
     )
     backtest = metadata.get("backtest") or {}
@@ -155,7 +160,9 @@ def _train(
     work_dir: Path | None,
 ) -> tuple[TrainedModel, dict[str, Any]]:
     from siprems.config import load_settings
-    from siprems.forecasting.artefact import to_artefact
+    from siprems.forecasting.artefact import import_prophet, serving_document, to_artefact
+
+    import_prophet()  # before anything imports it: without matplotlib (a worker never plots)
     from siprems.forecasting.preprocess import check_enough, sales_frame
     from siprems.forecasting.train import fit, holdout_backtest
 
@@ -176,7 +183,7 @@ def _train(
             "backtest": backtest,
         }
     )
-    stored = store.save_model(sku, model_json, metadata)
+    stored = store.save_model(sku, model_json, metadata, serving=serving_document(trained))
     return trained, stored
 
 
