@@ -90,3 +90,20 @@ def test_legacy_accuracy_is_capped_at_zero():
 def test_mismatched_lengths_are_rejected():
     with pytest.raises(ValueError):
         metrics.mae([1, 2], [1])
+
+
+def test_one_step_seasonal_naive_uses_actuals_inside_the_window():
+    series = _two_weeks(WEEK1 + WEEK2 + [1, 2, 3, 4, 5, 6, 7, 8])
+    days = pd.date_range("2024-01-15", periods=8, freq="D")  # the third week and one day
+    # the first week of the window comes from week 2; its 8th day from the window's own day 1
+    assert list(metrics.one_step_seasonal_naive(series, days)) == WEEK2 + [1]
+    # the multi-step forecast from the end of week 2 repeats week 2 instead
+    history = series[series.index < days[0]]
+    assert list(metrics.seasonal_naive_forecast(history, days)) == WEEK2 + [12]
+
+
+def test_one_step_seasonal_naive_falls_back_a_week_over_a_missing_day():
+    series = _two_weeks(WEEK1 + WEEK2).drop(pd.Timestamp("2024-01-08"))  # the 12
+    days = [pd.Timestamp("2024-01-15"), pd.Timestamp("2024-01-01")]
+    assert metrics.one_step_seasonal_naive(series, days)[0] == 10  # two weeks back
+    assert math.isnan(metrics.one_step_seasonal_naive(series, days)[1])  # nothing before
