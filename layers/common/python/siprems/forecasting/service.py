@@ -164,7 +164,7 @@ def _train(
 
     import_prophet()  # before anything imports it: without matplotlib (a worker never plots)
     from siprems.forecasting.preprocess import check_enough, sales_frame
-    from siprems.forecasting.train import fit, holdout_backtest
+    from siprems.forecasting.train import train_with_holdout
 
     options = options or ForecastOptions.from_settings()
     work_dir = work_dir or load_settings().work_dir
@@ -174,8 +174,9 @@ def _train(
     frame = sales_frame(daily, options)
     observed = sales_frame(daily, ForecastOptions(missing_days="skip"))
     check_enough(observed, options, sku)
-    backtest = holdout_backtest(frame, observed, events, options, sku, horizon_days, work_dir)
-    trained = fit(frame, events, options, sku, work_dir)
+    trained, backtest = train_with_holdout(
+        frame, observed, events, options, sku, horizon_days, work_dir
+    )
     model_json, metadata = to_artefact(trained)
     metadata.update(
         {

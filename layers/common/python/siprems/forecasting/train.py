@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import resource
@@ -11,6 +12,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -22,6 +24,7 @@ import pandas as pd
 from siprems.errors import InsufficientDataError, TrainingFailedError
 from siprems.forecasting import metrics
 from siprems.forecasting.events import holiday_frame
+from siprems.forecasting.kernel import ForecastKernel
 from siprems.forecasting.preprocess import to_original_scale, training_frame
 
 if TYPE_CHECKING:
@@ -120,26 +123,100 @@ def build_model(options: ForecastOptions, holidays: pd.DataFrame | None) -> Prop
     return model
 
 
+@dataclass
+class FeatureMatrix:
+    """Prophet's regression features (seasonalities, holidays, regressors) for every calendar
+    day of a span, built once with Prophet's own ``make_all_seasonality_features`` and sliced
+    for each fit of a training (the hold-out fit and the refit on all data see the same days
+    but one window apart; Prophet rebuilt the matrix, holiday loop included, for each fit).
+
+    Features are functions of the day alone (Fourier terms, holiday windows, month-based
+    conditions), except the regressor columns, which each fit takes from its own history
+    (Prophet standardises a regressor by the history it is fitted on). Every fit of one
+    matrix has the same columns, in the same order, so one fit's coefficients can start
+    another (``warm_start``). A holiday whose window touches only days a fit does not train
+    on is an all-zero column for that fit: its coefficient stays 0 at the optimum, as if
+    Prophet had not seen the holiday (which is what it did before).
+    """
+
+    columns: pd.DataFrame  # index: calendar days; columns: Prophet's feature names
+    prior_scales: list[float]
+    component_cols: pd.DataFrame
+    modes: dict[str, list[str]]
+    holiday_names: pd.Series | None
+    regressors: tuple[str, ...]
+
+    @classmethod
+    def build(
+        cls,
+        options: ForecastOptions,
+        holidays: pd.DataFrame | None,
+        first_day: pd.Timestamp,
+        last_day: pd.Timestamp,
+    ) -> FeatureMatrix:
+        days = pd.DataFrame({"ds": pd.date_range(first_day, last_day, freq="D")})
+        days["y"] = 0.0
+        model = build_model(options, holidays)
+        prepared = model.setup_dataframe(add_conditions(days, options), initialize_scales=True)
+        model.history = prepared
+        model.set_auto_seasonalities()
+        with holidays_near(model, prepared["ds"]):
+            features, prior_scales, component_cols, modes = model.make_all_seasonality_features(
+                prepared
+            )
+        features.index = pd.DatetimeIndex(prepared["ds"])
+        return cls(
+            columns=features,
+            prior_scales=list(prior_scales),
+            component_cols=component_cols,
+            modes=modes,
+            holiday_names=model.train_holiday_names,
+            regressors=tuple(model.extra_regressors),
+        )
+
+    def rows(self, history: pd.DataFrame) -> pd.DataFrame:
+        """The features of a prepared history (Prophet's ``setup_dataframe`` output)."""
+        days = pd.DatetimeIndex(history["ds"])
+        if not days.isin(self.columns.index).all():
+            raise ValueError("the feature matrix does not cover every day of the history")
+        features = self.columns.loc[days].reset_index(drop=True)
+        for name in self.regressors:
+            features[name] = history[name].to_numpy()
+        return features
+
+
 def fit(
     frame: pd.DataFrame,
     events: Sequence[Event],
     options: ForecastOptions,
     sku: str,
     work_dir: Path | None = None,
+    *,
+    features: FeatureMatrix | None = None,
+    init: TrainedModel | None = None,
 ) -> TrainedModel:
-    """Fit one model on a raw daily frame (ds, y, promo on the original scale)."""
+    """Fit one model on a raw daily frame (ds, y, promo on the original scale).
+
+    ``features`` covering the training days saves building them (one matrix per training);
+    ``init`` starts the optimiser from another fit of the same matrix (``warm_start``).
+    """
     data, removed = training_frame(frame, options, sku)
     first_day = data["ds"].iloc[0].date()
     last_day = data["ds"].iloc[-1].date()
-    model = build_model(options, holiday_frame(events, options, first_day, last_day))
+    holidays = holiday_frame(events, options, first_day, last_day)
+    if features is None:
+        features = FeatureMatrix.build(options, holidays, data["ds"].iloc[0], data["ds"].iloc[-1])
+    model = build_model(options, holidays)
     stan_args: dict[str, Any] = {}
     if options.optimizer_tol_rel_grad is not None and len(data) >= NEWTON_BELOW_ROWS:
         # Prophet optimises short series with Newton, which takes no such tolerance
         stan_args["tol_rel_grad"] = options.optimizer_tol_rel_grad
     started, cpu_started = time.perf_counter(), cpu_seconds()
-    with job_directory(work_dir) as output_dir, holidays_near(model, data["ds"]):
+    with job_directory(work_dir) as output_dir:
         try:
-            model.fit(add_conditions(data, options), output_dir=str(output_dir), **stan_args)
+            iterations = fit_prophet(
+                model, add_conditions(data, options), features, output_dir, init, **stan_args
+            )
         except (RuntimeError, ValueError) as exc:
             raise TrainingFailedError(f"{sku}: Prophet fit failed: {exc}", product_sku=sku) from exc
     fit_ms = (time.perf_counter() - started) * 1000
@@ -153,11 +230,179 @@ def fit(
         samples=len(data),
         outliers_removed=removed,
         fit_ms=fit_ms,
-        extra={"fit_cpu_ms": fit_cpu_ms},
+        extra={
+            "fit_cpu_ms": fit_cpu_ms,
+            "iterations": iterations,
+            "warm_start": init is not None,
+            "features": features,
+        },
     )
     if options.correction_factor:
         trained.correction_factor = correction_factor(trained, data)
     return trained
+
+
+def fit_prophet(
+    model: Prophet,
+    df: pd.DataFrame,
+    features: FeatureMatrix,
+    output_dir: Path,
+    init: TrainedModel | None = None,
+    **stan_args: Any,
+) -> int | None:
+    """``Prophet.fit`` (prophet 1.5.0, MAP, no regressor models), step for step with
+    Prophet's own methods, except where the time went: the features are rows of
+    ``features`` and cmdstan's input files are written with orjson (the same numbers as
+    stanio's writer: shortest round-trip repr) instead of stanio's pure-Python encoder.
+    The fitted model is Prophet's (``model_to_json``, ``predict`` work as after ``fit``);
+    ``tests/integration/test_forecasting_train.py`` checks the parameters against
+    ``Prophet.fit``. Returns the optimiser's iterations (None when it did not run).
+    """
+    if model.history is not None:
+        raise ValueError("Prophet object can only be fit once")
+    history = df[df["y"].notnull()].copy()
+    if history.shape[0] < 2:
+        raise ValueError("Dataframe has less than 2 non-NaN rows.")
+    model.history_dates = pd.to_datetime(pd.Series(df["ds"].unique(), name="ds")).sort_values()
+    model.history = model.setup_dataframe(history, initialize_scales=True)
+    model.set_auto_seasonalities()
+    seasonal_features = features.rows(model.history)
+    model.train_holiday_names = features.holiday_names
+    model.train_component_cols = features.component_cols
+    model.component_modes = deepcopy(features.modes)
+    model.fit_kwargs = deepcopy(stan_args)
+    model.set_changepoints()
+
+    from prophet.models import TrendIndicator
+
+    start = dataclasses.asdict(model.calculate_initial_params(seasonal_features.shape[1]))
+    if init is not None:
+        start = model.stan_backend.sanitize_custom_inits(start, warm_start(init.model, model))
+    iterations = None
+    y = model.history["y_scaled"].to_numpy()
+    if y.min() == y.max():
+        # Prophet's own shortcut for a constant series: its initial parameters
+        default = dataclasses.asdict(model.calculate_initial_params(seasonal_features.shape[1]))
+        model.params = {name: np.array(value).reshape((1, -1)) for name, value in default.items()}
+        model.params["sigma_obs"] = np.array([[1e-9]])
+        model.stan_fit = None
+    else:
+        cols = features.component_cols
+        data = {
+            "T": int(len(y)),
+            "S": int(len(model.changepoints_t)),
+            "K": int(seasonal_features.shape[1]),
+            "tau": float(model.changepoint_prior_scale),
+            "trend_indicator": TrendIndicator[model.growth.upper()].value,
+            "y": y,
+            "t": model.history["t"].to_numpy(),
+            "cap": np.zeros(len(y)),
+            "t_change": np.asarray(model.changepoints_t, dtype=float),
+            "s_a": cols["additive_terms"].to_numpy(),
+            "s_m": cols["multiplicative_terms"].to_numpy(),
+            "X": seasonal_features.to_numpy(dtype=float),
+            "sigmas": [float(s) for s in features.prior_scales],
+        }
+        model.params, model.stan_fit, iterations = _optimize(
+            model, data, start, output_dir, stan_args
+        )
+    if len(model.changepoints) == 0:
+        # as Prophet: with no changepoints the slope is k alone
+        model.params["k"] = model.params["k"] + model.params["delta"].reshape(-1)
+        model.params["delta"] = np.zeros(model.params["delta"].shape).reshape((-1, 1))
+    return iterations
+
+
+def _optimize(
+    model: Prophet,
+    data: dict[str, Any],
+    init: dict[str, Any],
+    output_dir: Path,
+    stan_args: dict[str, Any],
+) -> tuple[dict[str, np.ndarray], Any, int | None]:
+    """cmdstan's optimiser on files written here; Prophet's choice of algorithm and its
+    fallback to Newton when L-BFGS ends abnormally."""
+    import orjson
+
+    backend = model.stan_backend
+    data_file, init_file = output_dir / "data.json", output_dir / "init.json"
+    option = orjson.OPT_SERIALIZE_NUMPY
+    data_file.write_bytes(orjson.dumps(_contiguous(data), option=option))
+    init_values = {
+        "k": float(init["k"]),
+        "m": float(init["m"]),
+        "delta": np.asarray(init["delta"], dtype=float).ravel(),
+        "beta": np.asarray(init["beta"], dtype=float).ravel(),
+        "sigma_obs": float(init["sigma_obs"]),
+    }
+    init_file.write_bytes(orjson.dumps(_contiguous(init_values), option=option))
+    args: dict[str, Any] = {
+        "data": str(data_file),
+        "inits": str(init_file),
+        "algorithm": "Newton" if data["T"] < NEWTON_BELOW_ROWS else "LBFGS",
+        "iter": int(1e4),
+        "output_dir": str(output_dir),
+        "refresh": 1,  # every iteration on the console: the count for the benchmarks
+        **stan_args,
+    }
+    try:
+        stan_fit = backend.model.optimize(**args)
+    except RuntimeError:
+        if not backend.newton_fallback or args["algorithm"] == "Newton":
+            raise
+        args["algorithm"] = "Newton"
+        args.pop("tol_rel_grad", None)
+        stan_fit = backend.model.optimize(**args)
+    params = backend.stan_to_dict_numpy(stan_fit.column_names, stan_fit.optimized_params_np)
+    for name in params:
+        params[name] = params[name].reshape((1, -1))
+    return params, stan_fit, _iterations(stan_fit)
+
+
+def _contiguous(values: dict[str, Any]) -> dict[str, Any]:
+    """orjson writes C-contiguous numpy arrays only."""
+    return {
+        k: np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v for k, v in values.items()
+    }
+
+
+def _iterations(stan_fit: Any) -> int | None:
+    """The optimiser's iteration count, from cmdstan's console output (for the benchmarks)."""
+    try:
+        text = Path(stan_fit.runset.stdout_files[0]).read_text()
+    except (AttributeError, IndexError, OSError):
+        return None
+    counts = [int(line.split()[0]) for line in text.splitlines() if line.strip()[:1].isdigit()]
+    return counts[-1] if counts else None
+
+
+def warm_start(source: Prophet, target: Prophet) -> dict[str, Any]:
+    """Initial values for ``target`` from the fitted ``source``, carried over to ``target``'s
+    scales: y (Prophet divides y by its largest value) and time (t runs from 0 at the first
+    training day to 1 at the last). The trend keeps its level and slope at ``target``'s first
+    day; changepoint and feature coefficients keep their index (same feature matrix), which
+    puts each changepoint of ``source`` at the nearest one of ``target`` for windows that are
+    close. The optimiser then runs as usual from there, with the same stopping rule."""
+    params = source.params
+    ratio = float(source.y_scale) / float(target.y_scale)
+    time_ratio = target.t_scale / source.t_scale
+    t0 = (target.start - source.start) / source.t_scale  # target's first day on source's t
+    k = float(params["k"][0, 0])
+    m = float(params["m"][0, 0])
+    deltas = np.asarray(params["delta"][0], dtype=float)
+    changepoints = np.asarray(source.changepoints_t, dtype=float)
+    passed = changepoints <= t0
+    slope = k + deltas[passed].sum()
+    level = slope * t0 + m - (deltas[passed] * changepoints[passed]).sum()
+    beta = np.asarray(params["beta"][0], dtype=float)
+    additive = np.asarray(source.train_component_cols["additive_terms"], dtype=float)
+    return {
+        "k": slope * time_ratio * ratio,
+        "m": level * ratio,
+        "delta": deltas * time_ratio * ratio,
+        "beta": np.where(additive > 0, beta * ratio, beta),
+        "sigma_obs": float(params["sigma_obs"][0, 0]) * ratio,
+    }
 
 
 def cpu_seconds() -> float:
@@ -214,18 +459,32 @@ def point_forecast(trained: TrainedModel, frame: pd.DataFrame) -> np.ndarray:
 
 def correction_factor(trained: TrainedModel, data: pd.DataFrame) -> float:
     """median(actual / fitted) over the training days (or the last ``correction_window_days``
-    of them), clamped to the configured bounds."""
+    of them), clamped to the configured bounds. Fitted values come from the numpy kernel
+    (Prophet's ``predict`` to rounding error, without rebuilding its feature frames)."""
     options = trained.options
     if options.correction_window_days:
         start = data["ds"].iloc[-1] - pd.Timedelta(days=options.correction_window_days - 1)
         data = data[data["ds"] >= start]
-    fitted = to_original_scale(point_forecast(trained, data), options)
+    point = kernel_of(trained).point(data["ds"].to_numpy(), _promo(data))
+    fitted = to_original_scale(point, options)
     actual = to_original_scale(data["y"].to_numpy(), options)
     usable = (fitted > 0) & (actual > 0)
     if not usable.any():
         return 1.0
     ratio = float(np.median(actual[usable] / fitted[usable]))
     return float(np.clip(ratio, options.correction_min, options.correction_max))
+
+
+def kernel_of(trained: TrainedModel) -> ForecastKernel:
+    """The numpy kernel of a fitted model, built once and kept with it."""
+    kernel = trained.extra.get("kernel")
+    if kernel is None:
+        kernel = trained.extra["kernel"] = ForecastKernel.from_prophet(trained.model)
+    return kernel
+
+
+def _promo(frame: pd.DataFrame) -> np.ndarray | None:
+    return frame["promo"].to_numpy(dtype=float) if "promo" in frame else None
 
 
 def _input_columns(frame: pd.DataFrame) -> list[str]:
@@ -242,9 +501,13 @@ def evaluate_window(
     horizon: int,
     frame: pd.DataFrame,
     work_dir: Path | None = None,
-) -> dict[str, Any]:
+    *,
+    features: FeatureMatrix | None = None,
+    init: TrainedModel | None = None,
+) -> tuple[dict[str, Any], TrainedModel]:
     """Train on days ≤ cutoff, forecast the next ``horizon`` days, score against the days
-    that really had sales (``observed``), next to the seasonal-naive baseline.
+    that really had sales (``observed``), next to the seasonal-naive baseline. Returns the
+    scores and the model trained on the window.
 
     ``frame`` is the training input after the missing-day policy; ``observed`` is the raw
     series (days with sales), so every policy is scored on the same days.
@@ -259,7 +522,7 @@ def evaluate_window(
         raise InsufficientDataError(
             f"{sku}: no sales in the backtest window after {cutoff:%Y-%m-%d}"
         )
-    trained = fit(train, events, options, sku, work_dir)
+    trained = fit(train, events, options, sku, work_dir, features=features, init=init)
     started = time.perf_counter()
     quantiles = predict_horizon(trained, test[["ds", "promo"]]).frame
     predict_ms = (time.perf_counter() - started) * 1000
@@ -273,7 +536,7 @@ def evaluate_window(
     naive_scores = (
         metrics.score(actual[naive_ok], naive[naive_ok], scale) if naive_ok.any() else None
     )
-    return {
+    scores = {
         "cutoff": cutoff.date().isoformat(),
         "train_days": int(len(train)),
         "test_days": int(len(test)),
@@ -282,6 +545,7 @@ def evaluate_window(
         "model": model_scores,
         "seasonal_naive": naive_scores,
     }
+    return scores, trained
 
 
 def holdout_backtest(
@@ -294,15 +558,60 @@ def holdout_backtest(
     work_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The last ``horizon`` days held out; a dict with ``skipped`` if the history is too short."""
+    return _holdout(frame, observed, events, options, sku, horizon, work_dir)[0]
+
+
+def train_with_holdout(
+    frame: pd.DataFrame,
+    observed: pd.DataFrame,
+    events: Sequence[Event],
+    options: ForecastOptions,
+    sku: str,
+    horizon: int,
+    work_dir: Path | None = None,
+) -> tuple[TrainedModel, dict[str, Any]]:
+    """A training: the hold-out backtest of the last ``horizon`` days, then the model fitted
+    on all data (the one to serve), and the backtest's scores.
+
+    Both fits share one feature matrix (built once). The refit starts from Prophet's usual
+    initial values, not from the hold-out fit: measured, that start saved no iterations on
+    some products, cost more on others, and moved forecasts by up to 1 % (docs/FORECASTING.md,
+    "Speed"); from Prophet's start the model equals a standalone ``fit`` exactly.
+    """
+    first, last = frame["ds"].iloc[0], frame["ds"].iloc[-1]
+    if options.max_history_days is not None:  # the hold-out fit's window starts earliest
+        cutoff = observed["ds"].max() - pd.Timedelta(days=horizon)
+        first = max(first, cutoff - pd.Timedelta(days=options.max_history_days - 1))
+    holidays = holiday_frame(events, options, first.date(), last.date())
+    features = FeatureMatrix.build(options, holidays, first, last)
+    backtest, _ = _holdout(
+        frame, observed, events, options, sku, horizon, work_dir, features=features
+    )
+    trained = fit(frame, events, options, sku, work_dir, features=features)
+    return trained, backtest
+
+
+def _holdout(
+    frame: pd.DataFrame,
+    observed: pd.DataFrame,
+    events: Sequence[Event],
+    options: ForecastOptions,
+    sku: str,
+    horizon: int,
+    work_dir: Path | None = None,
+    features: FeatureMatrix | None = None,
+) -> tuple[dict[str, Any], TrainedModel | None]:
     last = observed["ds"].max()
     cutoff = last - pd.Timedelta(days=horizon)
     try:
-        result = evaluate_window(observed, events, options, sku, cutoff, horizon, frame, work_dir)
+        result, trained = evaluate_window(
+            observed, events, options, sku, cutoff, horizon, frame, work_dir, features=features
+        )
     except InsufficientDataError as exc:
-        return {"horizon_days": horizon, "skipped": exc.message}
+        return {"horizon_days": horizon, "skipped": exc.message}, None
     result["horizon_days"] = horizon
     result["accuracy"] = metrics.legacy_accuracy(result["model"]["mape"])
-    return result
+    return result, trained
 
 
 def rolling_origin_backtest(
@@ -326,7 +635,7 @@ def rolling_origin_backtest(
         cutoff = last - pd.Timedelta(days=horizon + k * step_days)
         try:
             results.append(
-                evaluate_window(observed, events, options, sku, cutoff, horizon, frame, work_dir)
+                evaluate_window(observed, events, options, sku, cutoff, horizon, frame, work_dir)[0]
             )
         except InsufficientDataError as exc:
             results.append({"cutoff": cutoff.date().isoformat(), "skipped": exc.message})

@@ -1,0 +1,118 @@
+"""Training's fast path against Prophet itself, on the Kiel data in the embedded PostgreSQL:
+``fit_prophet`` (features from one shared matrix, cmdstan's files written by orjson) gives
+the very parameters ``Prophet.fit`` gives, and a training with its hold-out backtest gives
+the model and the scores of two standalone fits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from siprems.forecasting.events import holiday_frame
+from siprems.forecasting.options import ForecastOptions
+from siprems.forecasting.preprocess import sales_frame, training_frame
+from siprems.forecasting.train import (
+    FeatureMatrix,
+    add_conditions,
+    build_model,
+    fit,
+    holdout_backtest,
+    holidays_near,
+    kernel_of,
+    train_with_holdout,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*(inplace keyword|convert_dates)")
+
+PARAMS = ("k", "m", "delta", "beta", "sigma_obs")
+
+
+@pytest.fixture(scope="module")
+def kiel(postgres_url):
+    from siprems.sales.db import connect_url
+    from siprems.sales.repository import SalesRepository
+
+    conn = connect_url(postgres_url)
+    try:
+        sales = SalesRepository(conn)
+        daily = {sku: sales.daily_sales(sku) for sku in ("BRD-001", "SEA-001", "CNF-001")}
+        return daily, sales.prediction_events()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("sku", "profile"), [("BRD-001", "default"), ("SEA-001", "legacy")], ids=str
+)
+def test_fit_gives_prophet_fits_parameters(kiel, sku, profile, tmp_path):
+    daily, events = kiel
+    options = ForecastOptions.named(profile)
+    frame = sales_frame(daily[sku], options)
+    ours = fit(frame, events, options, sku, tmp_path)
+
+    data, _ = training_frame(frame, options, sku)
+    first, last = data["ds"].iloc[0].date(), data["ds"].iloc[-1].date()
+    model = build_model(options, holiday_frame(events, options, first, last))
+    stan_args = {}
+    if options.optimizer_tol_rel_grad is not None:
+        stan_args["tol_rel_grad"] = options.optimizer_tol_rel_grad
+    with holidays_near(model, data["ds"]):
+        model.fit(add_conditions(data, options), **stan_args)
+
+    for name in PARAMS:
+        assert np.array_equal(ours.model.params[name], model.params[name]), name
+    assert ours.model.train_component_cols.equals(model.train_component_cols)
+    assert list(ours.model.train_holiday_names) == list(model.train_holiday_names)
+    assert ours.extra["iterations"] > 0
+    # and Prophet's own predict works on it as after Prophet's fit
+    future = add_conditions(pd.DataFrame({"ds": pd.date_range(last, periods=8)[1:]}), options)
+    future["promo"] = 0.0
+    assert np.array_equal(ours.model.predict(future)["yhat"], model.predict(future)["yhat"])
+    assert list(tmp_path.iterdir()) == []  # cmdstan's files are gone
+
+
+def test_training_with_holdout_equals_two_standalone_fits(kiel, tmp_path):
+    daily, events = kiel
+    options = ForecastOptions.default()
+    sku = "CNF-001"  # has weeks without sales: the shared matrix covers calendar days
+    frame = sales_frame(daily[sku], options)
+    observed = sales_frame(daily[sku], ForecastOptions(missing_days="skip"))
+
+    trained, backtest = train_with_holdout(frame, observed, events, options, sku, 28, tmp_path)
+    alone = fit(frame, events, options, sku, tmp_path)
+    assert backtest == holdout_backtest(frame, observed, events, options, sku, 28, tmp_path) | {
+        "fit_ms": backtest["fit_ms"],
+        "predict_ms": backtest["predict_ms"],
+    }
+    for name in PARAMS:
+        assert np.array_equal(trained.model.params[name], alone.model.params[name]), name
+    assert trained.correction_factor == alone.correction_factor
+    assert backtest["cutoff"] == "2018-07-03" and backtest["test_days"] > 0
+
+
+def test_feature_matrix_rows_follow_each_fits_history(kiel):
+    daily, events = kiel
+    options = ForecastOptions.default()
+    first, last = pd.Timestamp("2017-01-01"), pd.Timestamp("2017-12-31")
+    holidays = holiday_frame(events, options, first.date(), last.date())
+    matrix = FeatureMatrix.build(options, holidays, first, last)
+    assert matrix.columns.shape[0] == 365
+    history = pd.DataFrame(
+        {"ds": pd.to_datetime(["2017-04-16", "2017-04-17", "2017-04-18"]), "promo": [0.0, 1, 0]}
+    )
+    rows = matrix.rows(history)
+    assert rows["Ostermontag_delim_+0"].tolist() == [0.0, 1.0, 0.0]
+    assert rows["promo"].tolist() == [0.0, 1.0, 0.0]  # the fit's own regressor values
+    with pytest.raises(ValueError, match="does not cover"):
+        matrix.rows(pd.DataFrame({"ds": pd.to_datetime(["2018-01-01"]), "promo": [0.0]}))
+
+
+def test_kernel_correction_factor_matches_prophets_predict(kiel, tmp_path):
+    daily, events = kiel
+    options = ForecastOptions.default()
+    trained = fit(sales_frame(daily["BRD-001"], options), events, options, "BRD-001", tmp_path)
+    history = trained.model.history[["ds", "promo"]]
+    prophet_yhat = trained.model.predict(add_conditions(history, options))["yhat"].to_numpy()
+    kernel_yhat = kernel_of(trained).point(history["ds"].to_numpy(), history["promo"].to_numpy())
+    assert np.allclose(kernel_yhat, prophet_yhat, rtol=0, atol=1e-9)
+    assert options.correction_min <= trained.correction_factor <= options.correction_max
