@@ -20,6 +20,7 @@ Importing this module imports numpy only.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -177,7 +178,8 @@ class ForecastKernel:
         multiplicative = features @ (self.beta * self.multiplicative)
         additive = features @ (self.beta * self.additive) * self.y_scale
         noise = rng.normal(0, self.sigma_obs, trend.shape) * self.y_scale
-        return (trend * (1 + multiplicative) + additive + noise).T
+        # (days, n) in C order: the callers reduce over the samples of each day
+        return np.ascontiguousarray((trend * (1 + multiplicative) + additive + noise).T)
 
     # --- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -295,9 +297,12 @@ class ForecastKernel:
                 block[~active] = 0
             columns.append(block)
         if self.holiday_columns:
-            holidays = np.empty((len(day_numbers), len(self.holiday_columns)))
-            for j, column in enumerate(self.holiday_columns):
-                holidays[:, j] = np.isin(day_numbers, column.days)
+            holidays = np.zeros((len(day_numbers), len(self.holiday_columns)))
+            by_day = self._holiday_columns_by_day
+            for i, day in enumerate(day_numbers.tolist()):
+                active = by_day.get(day)
+                if active is not None:
+                    holidays[i, active] = 1.0
             columns.append(holidays)
         for r in self.regressors:
             if r.name == "promo" and (regressors is None or "promo" not in regressors):
@@ -313,6 +318,15 @@ class ForecastKernel:
         if not columns:  # Prophet's placeholder column when a model has no features
             return np.zeros((len(day_numbers), len(self.beta)))
         return np.hstack(columns)
+
+    @functools.cached_property
+    def _holiday_columns_by_day(self) -> dict[int, list[int]]:
+        """Day -> the holiday columns that are 1 on it (a forecast looks up a few days)."""
+        by_day: dict[int, list[int]] = {}
+        for j, column in enumerate(self.holiday_columns):
+            for day in column.days.tolist():
+                by_day.setdefault(day, []).append(j)
+        return by_day
 
     def _condition(self, name: str, months: np.ndarray) -> np.ndarray:
         by_month = self.conditions.get(name)
