@@ -19,7 +19,6 @@ Writes ``bench/results/perf_worker.json``.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from bench.perf_common import (
     summary,
     write_result,
 )
+from tests.fixtures.sqs_events import sqs_event
 
 SKU = "BRD-001"
 BATCH_SIZE = 5  # template.yaml WorkerBatchSize default
@@ -79,27 +79,18 @@ def received_records(count: int) -> list[dict[str, Any]]:
     """``count`` queued messages, received as SQS event records (the sample event's shape)."""
     import boto3
 
-    template = json.loads((ROOT / "events" / "worker" / "sqs-batch.json").read_text())
-    template = template["Records"][0]
     sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-    records: list[dict[str, Any]] = []
-    while len(records) < count:
+    messages: list[dict[str, Any]] = []
+    while len(messages) < count:
         received = sqs.receive_message(
             QueueUrl=os.environ["JOBS_QUEUE_URL"], MaxNumberOfMessages=10, VisibilityTimeout=600
         ).get("Messages", [])
         if not received:
             break
-        for message in received:
-            record = copy.deepcopy(template)
-            record.update(
-                messageId=message["MessageId"],
-                receiptHandle=message["ReceiptHandle"],
-                body=message["Body"],
-            )
-            records.append(record)
-    if len(records) != count:
-        raise RuntimeError(f"queued {count} messages, received {len(records)}")
-    return records
+        messages.extend(received)
+    if len(messages) != count:
+        raise RuntimeError(f"queued {count} messages, received {len(messages)}")
+    return sqs_event(messages)["Records"]
 
 
 def run_worker_process(events: list[dict[str, Any]]) -> tuple[float, dict[str, Any]]:

@@ -35,6 +35,16 @@ class LambdaContext:
         return 120_000
 
 
+def peak_rss_kib() -> int:
+    """This process's own peak RSS (VmHWM). Not ``ru_maxrss``: on Linux that keeps the parent's
+    RSS at fork through exec, so a worker spawned by a big benchmark process reported the
+    benchmark's memory."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def main() -> int:
     events = json.loads(Path(sys.argv[1]).read_text())
     started = time.perf_counter()
@@ -63,7 +73,7 @@ def main() -> int:
                 "handler_import_ms": import_ms,
                 "batches": batches,
                 "first_result_epoch": first_result_epoch,
-                "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "peak_rss_kib": peak_rss_kib(),
                 "modules_loaded": {
                     name: name in sys.modules
                     for name in ("prophet", "matplotlib", "pandas", "cmdstanpy", "plotly")
