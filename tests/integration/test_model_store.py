@@ -82,6 +82,38 @@ def test_without_versioning_a_mismatched_pair_is_transient(aws):
         store.load_model("BRD-001")
 
 
+def test_the_serving_document_is_stored_beside_the_model_and_pinned_too(store, s3):
+    serving = {"format": 1, "kernel": {"beta": [0.5]}, "holiday_names": {}}
+    stored = store.save_model("BRD-001", '{"model": 1}', {"trained_at": "t1"}, serving=serving)
+    assert stored["serving_key"] == "models/BRD-001/serving.json"
+    assert stored["serving_version_id"] and len(stored["serving_sha256"]) == 64
+    raw = s3.get_object(Bucket=BUCKET, Key="models/BRD-001/serving.json")
+    assert raw["ContentEncoding"] == "gzip"
+    metadata = store.load_metadata("BRD-001")
+    assert store.load_serving("BRD-001", metadata) == serving
+    # a serving.json written after the metadata (a retrain in flight) is not served
+    s3.put_object(Bucket=BUCKET, Key="models/BRD-001/serving.json", Body=b'{"format": 2}')
+    assert store.load_serving("BRD-001", metadata) == serving
+    # a model stored without one (an older release) has none
+    store.save_model("CKE-001", '{"model": 2}', {})
+    assert store.load_serving("CKE-001", store.load_metadata("CKE-001")) is None
+
+
+def test_without_versioning_a_mismatched_serving_document_is_transient(aws):
+    client = boto3.client("s3", region_name="us-east-1")
+    client.create_bucket(Bucket="plain-bucket")
+    store = ModelStore(client, "plain-bucket")
+    store.save_model("BRD-001", "{}", {}, serving={"format": 1})
+    metadata = store.load_metadata("BRD-001")
+    assert store.load_serving("BRD-001", metadata) == {"format": 1}
+    client.put_object(Bucket="plain-bucket", Key="models/BRD-001/serving.json", Body=b"{}")
+    with pytest.raises(StorageUnavailableError, match="does not match"):
+        store.load_serving("BRD-001", metadata)
+    client.delete_object(Bucket="plain-bucket", Key="models/BRD-001/serving.json")
+    with pytest.raises(ModelNotFoundError, match="serving document"):
+        store.load_serving("BRD-001", metadata)
+
+
 def test_unknown_model_is_model_not_found(store):
     with pytest.raises(ModelNotFoundError) as caught:
         store.load_model("CKE-001")
