@@ -11,7 +11,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,21 +18,18 @@ from siprems.forecasting.artefact import ModelCache, from_artefact
 from siprems.forecasting.predict import SAMPLING_SEED
 from siprems.forecasting.scale import to_original_scale
 from siprems.forecasting.service import forecast_product, train_product
-from siprems.forecasting.train import add_conditions
 from siprems.model_store import ModelStore
+
+from tests.fixtures.prophet import prophet_point, prophet_samples
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(inplace keyword|convert_dates)")
 
-BUCKET = "siprems-models-serving-test"
 LAYER = Path(__file__).resolve().parents[2] / "layers" / "common" / "python"
 
 
 @pytest.fixture
-def store(aws):
-    client = boto3.client("s3", region_name="us-east-1")
-    client.create_bucket(Bucket=BUCKET)
-    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    return ModelStore(client, BUCKET)
+def store(model_store):
+    return model_store
 
 
 def _prophet_answer(store: ModelStore, sku: str, days: int, history: pd.DatetimeIndex):
@@ -41,20 +37,12 @@ def _prophet_answer(store: ModelStore, sku: str, days: int, history: pd.Datetime
     history, predictive_samples after np.random.seed for the quantiles."""
     stored = store.load_model(sku)
     trained = from_artefact(stored.model_json, stored.metadata)
-    model, options, factor = trained.model, trained.options, trained.correction_factor
+    options, factor = trained.options, trained.correction_factor
     start = pd.Timestamp(trained.last_day) + pd.Timedelta(days=1)
-    future = pd.DataFrame({"ds": pd.date_range(start, periods=days, freq="D"), "promo": 0.0})
-    model.uncertainty_samples, saved = 0, model.uncertainty_samples
-    point = model.predict(add_conditions(future, options))["yhat"].to_numpy()
-    past = pd.DataFrame({"ds": history, "promo": 0.0})
-    fitted = model.predict(add_conditions(past, options))["yhat"].to_numpy()
-    model.uncertainty_samples = saved
-    state = np.random.get_state()
-    np.random.seed(SAMPLING_SEED)
-    try:
-        draws = model.predictive_samples(add_conditions(future, options))["yhat"]
-    finally:
-        np.random.set_state(state)
+    future = pd.date_range(start, periods=days, freq="D")
+    point = prophet_point(trained, future)
+    fitted = prophet_point(trained, history)
+    draws = prophet_samples(trained, future, 0.0, SAMPLING_SEED)
     draws = point[:, None] + options.interval_scale * (draws - point[:, None])
     paths = to_original_scale(draws, options) * factor
     p50 = to_original_scale(point, options) * factor

@@ -13,7 +13,9 @@ import pytest
 from siprems.forecasting.kernel import ForecastKernel
 from siprems.forecasting.options import ForecastOptions
 from siprems.forecasting.preprocess import sales_frame
-from siprems.forecasting.train import add_conditions, fit
+from siprems.forecasting.train import fit
+
+from tests.fixtures.prophet import prophet_point, prophet_samples
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(inplace keyword|convert_dates)")
 
@@ -50,10 +52,6 @@ def fitted(postgres_url, tmp_path_factory):
         conn.close()
 
 
-def _prophet_frame(trained, days: pd.DatetimeIndex, promo: np.ndarray) -> pd.DataFrame:
-    return add_conditions(pd.DataFrame({"ds": days, "promo": promo}), trained.options)
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_point_equals_prophet_predict_on_history_and_horizon(fitted, case):
     trained, frame = fitted[case]
@@ -66,13 +64,7 @@ def test_point_equals_prophet_predict_on_history_and_horizon(fitted, case):
     days = pd.DatetimeIndex(list(past["ds"]) + list(future))
     promo = np.concatenate([past["promo"].to_numpy(), np.zeros(len(future))])
 
-    saved = model.uncertainty_samples
-    model.uncertainty_samples = 0
-    try:
-        expected = model.predict(_prophet_frame(trained, days, promo))["yhat"].to_numpy()
-    finally:
-        model.uncertainty_samples = saved
-
+    expected = prophet_point(trained, days, promo)
     got = kernel.point(days.to_numpy().astype("datetime64[D]"), promo)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
     # the JSON round trip gives the same kernel
@@ -90,13 +82,7 @@ def test_samples_equal_prophet_predictive_samples_for_the_same_seed(fitted, case
     promo = np.zeros(len(days))
     promo[[3, 4, 17]] = 1.0
 
-    state = np.random.get_state()
-    np.random.seed(SEED)
-    try:
-        expected = model.predictive_samples(_prophet_frame(trained, days, promo))["yhat"]
-    finally:
-        np.random.set_state(state)
-
+    expected = prophet_samples(trained, days, promo, SEED)
     got = kernel.samples(days.to_numpy(), promo, n=model.uncertainty_samples, seed=SEED)
     assert got.shape == expected.shape == (30, model.uncertainty_samples)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
@@ -120,12 +106,7 @@ def test_samples_on_days_with_gaps_and_past_days(fitted):
         [last - pd.Timedelta(days=2), last] + [last + pd.Timedelta(days=d) for d in (1, 2, 4, 5, 9)]
     )
     promo = np.zeros(len(days))
-    state = np.random.get_state()
-    np.random.seed(SEED)
-    try:
-        expected = model.predictive_samples(_prophet_frame(trained, days, promo))["yhat"]
-    finally:
-        np.random.set_state(state)
+    expected = prophet_samples(trained, days, promo, SEED)
     got = kernel.samples(days.to_numpy(), promo, n=model.uncertainty_samples, seed=SEED)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
 

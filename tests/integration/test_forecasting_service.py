@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
 from siprems.errors import (
@@ -17,21 +16,16 @@ from siprems.errors import (
 )
 from siprems.forecasting.options import ForecastOptions
 from siprems.forecasting.service import forecast_product, train_product
-from siprems.model_store import ModelStore
 
 # Prophet 1.5 still passes pandas arguments that pandas 3 deprecates (not this project's code).
 pytestmark = pytest.mark.filterwarnings("ignore:.*(inplace keyword|convert_dates)")
 
-BUCKET = "siprems-models-test"
 LAST_SALES_DAY = date(2018, 7, 31)
 
 
 @pytest.fixture
-def store(aws):
-    client = boto3.client("s3", region_name="us-east-1")
-    client.create_bucket(Bucket=BUCKET)
-    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    return ModelStore(client, BUCKET)
+def store(model_store):
+    return model_store
 
 
 def test_train_reports_hold_out_metrics_next_to_the_naive_baseline(sales_repo, store, tmp_path):
