@@ -8,7 +8,10 @@ moto's in-process time, not a network round trip). Per SKU:
 
 - ``train``: ``train_product`` (hold-out backtest fit + fit on all data + store), default options;
 - ``forecast``: ``forecast_product`` for 30 days from the stored model (default answer:
-  60 days of history), and its answer size, default and full history;
+  60 days of history) in a warm worker (the serving model cached; the metadata still read
+  from S3 each time), and its answer size, default and full history;
+- ``forecast, cold cache``: the same with an empty model cache (the serving document read
+  from S3 and parsed: a worker's first forecast of a SKU);
 - ``original train``: one fit on all data with ``ForecastOptions.legacy()`` (the original
   trained without a hold-out backtest);
 - ``original``: the original pipeline's path for the same request on a model trained with
@@ -77,9 +80,7 @@ def original_forecast(sku: str, days: int, *, sales: Any, store: Any) -> dict[st
             "lower": round(float(lo), 2),
             "upper": round(float(up), 2),
         }
-        for ds, a, p, lo, up in zip(
-            predicted["ds"], actual_values, yhat, lower, upper, strict=True
-        )
+        for ds, a, p, lo, up in zip(predicted["ds"], actual_values, yhat, lower, upper, strict=True)
     ]
     recommendation = restock.recommend(
         product_id=product.product_id,
@@ -106,10 +107,11 @@ def original_train(sku: str, *, sales: Any, options: Any) -> Any:
     return fit(frame, sales.prediction_events(), options, sku, load_settings().work_dir)
 
 
-def timed(function, *args, **kwargs) -> tuple[float, Any]:
-    started = time.perf_counter()
+def timed(function, *args, **kwargs) -> tuple[float, float, Any]:
+    """Wall and CPU milliseconds of one call (CPU: this process, whatever else runs), value."""
+    started, cpu = time.perf_counter(), time.process_time()
     value = function(*args, **kwargs)
-    return (time.perf_counter() - started) * 1000, value
+    return (time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000, value
 
 
 def answer_bytes(result: dict[str, Any]) -> int:
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import boto3
     from moto import mock_aws
+    from siprems.forecasting.artefact import ModelCache
     from siprems.forecasting.options import ForecastOptions
     from siprems.forecasting.service import forecast_product, train_product
     from siprems.forecasting.train import fit  # noqa: F401 (Prophet imported before timing)
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         skus = args.skus.split(",") if args.skus else sorted(sales.list_skus())
         print(
             f"{'sku':9s}{'train ms':>10s}{'orig train':>11s}{'forecast ms':>13s}"
-            f"{'original ms':>13s}{'ratio':>7s}"
+            f"{'cold cache':>11s}{'original ms':>13s}{'ratio':>7s}{'cpu ratio':>10s}"
             f"{'bytes':>8s}{'full':>9s}{'orig':>9s}"
         )
         for sku in skus:
@@ -162,16 +165,31 @@ def main(argv: list[str] | None = None) -> int:
                 timed(original_train, sku, sales=sales, options=legacy)[0]
                 for _ in range(args.train_repeats)
             ]
-            forecast_ms, original_ms = [], []
-            for _ in range(args.repeats):  # interleaved: the same load for both
-                ms, default_answer = timed(
+            forecast_ms, cold_ms, original_ms = [], [], []
+            forecast_cpu, original_cpu = [], []
+            forecast_product(sku, FORECAST_DAYS, sales=sales, store=store)  # into the cache
+            for _ in range(args.repeats):  # interleaved: the same load for all three
+                ms, cpu, default_answer = timed(
                     forecast_product, sku, FORECAST_DAYS, sales=sales, store=store
                 )
                 forecast_ms.append(ms)
-                ms, original_answer = timed(
+                forecast_cpu.append(cpu)
+                ms, _, cold_answer = timed(
+                    forecast_product,
+                    sku,
+                    FORECAST_DAYS,
+                    sales=sales,
+                    store=store,
+                    cache=ModelCache(),
+                )
+                cold_ms.append(ms)
+                if cold_answer != default_answer:
+                    raise RuntimeError(f"{sku}: a cached model answered differently")
+                ms, cpu, original_answer = timed(
                     original_forecast, sku, FORECAST_DAYS, sales=sales, store=original_store
                 )
                 original_ms.append(ms)
+                original_cpu.append(cpu)
             full_answer = forecast_product(
                 sku, FORECAST_DAYS, sales=sales, store=store, history_days=None
             )
@@ -179,7 +197,13 @@ def main(argv: list[str] | None = None) -> int:
                 "train_ms": summary(train_ms),
                 "original_train_ms": summary(original_train_ms),
                 "forecast_ms": summary(forecast_ms),
+                "forecast_cold_cache_ms": summary(cold_ms),
                 "original_forecast_ms": summary(original_ms),
+                "forecast_cpu_ms": summary(forecast_cpu),
+                "original_forecast_cpu_ms": summary(original_cpu),
+                "original_over_forecast_cpu": round(
+                    statistics.median(original_cpu) / statistics.median(forecast_cpu), 2
+                ),
                 "original_over_forecast": round(
                     statistics.median(original_ms) / statistics.median(forecast_ms), 2
                 ),
@@ -190,9 +214,12 @@ def main(argv: list[str] | None = None) -> int:
             }
             per_sku[sku] = row
             print(
-                f"{sku:9s}{row['train_ms']['median']:10.0f}{row['original_train_ms']['median']:11.0f}{row['forecast_ms']['median']:13.0f}"
+                f"{sku:9s}{row['train_ms']['median']:10.0f}"
+                f"{row['original_train_ms']['median']:11.0f}{row['forecast_ms']['median']:13.1f}"
+                f"{row['forecast_cold_cache_ms']['median']:11.1f}"
                 f"{row['original_forecast_ms']['median']:13.0f}"
-                f"{row['original_over_forecast']:7.1f}{row['answer_bytes_default']:8d}"
+                f"{row['original_over_forecast']:7.1f}{row['original_over_forecast_cpu']:10.1f}"
+                f"{row['answer_bytes_default']:8d}"
                 f"{row['answer_bytes_full_history']:9d}{row['answer_bytes_original']:9d}"
             )
         conn.close()
@@ -205,10 +232,18 @@ def main(argv: list[str] | None = None) -> int:
             "train_ms": round(statistics.median(pooled("train_ms")), 1),
             "original_train_ms": round(statistics.median(pooled("original_train_ms")), 1),
             "forecast_ms": round(statistics.median(pooled("forecast_ms")), 1),
+            "forecast_cold_cache_ms": round(statistics.median(pooled("forecast_cold_cache_ms")), 1),
             "original_forecast_ms": round(statistics.median(pooled("original_forecast_ms")), 1),
+            "forecast_cpu_ms": round(statistics.median(pooled("forecast_cpu_ms")), 1),
+            "original_forecast_cpu_ms": round(
+                statistics.median(pooled("original_forecast_cpu_ms")), 1
+            ),
         },
         "original_over_forecast": round(
             statistics.median([per_sku[s]["original_over_forecast"] for s in per_sku]), 2
+        ),
+        "original_over_forecast_cpu": round(
+            statistics.median([per_sku[s]["original_over_forecast_cpu"] for s in per_sku]), 2
         ),
         "answer_bytes_default_max": max(per_sku[s]["answer_bytes_default"] for s in per_sku),
         "answer_bytes_full_history_max": max(

@@ -62,13 +62,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def sqs_events(services: Any, count: int, batch: int) -> list[dict[str, Any]]:
-    """``count`` forecast jobs, created and queued as the submit function does, received and
-    shaped into SQS events as the event source mapping delivers them."""
+def sqs_events(
+    services: Any, count: int, batch: int, job_type: str = "predict"
+) -> list[dict[str, Any]]:
+    """``count`` forecast (or training) jobs, created and queued as the submit function does,
+    received and shaped into SQS events as the event source mapping delivers them."""
     from siprems.jobs.model import Job, JobType
 
+    kind = JobType(job_type)
+    params = {"days": 30} if kind is JobType.PREDICT else {}
     for _ in range(count):
-        job = Job.new(JobType.PREDICT, product_sku=SKU, params={"days": 30})
+        job = Job.new(kind, product_sku=SKU, params=params)
         services.store.create(job)
         services.queue.send(job.message())
     records = received_records(count)
@@ -113,7 +117,9 @@ def run_worker_process(events: list[dict[str, Any]]) -> tuple[float, dict[str, A
     report = json.loads(done.stdout.strip().splitlines()[-1])
     failures = sum(b["failures"] for b in report["batches"])
     if failures:
-        raise RuntimeError(f"{failures} records failed in the worker: {done.stderr[-2000:]}")
+        raise RuntimeError(
+            f"{failures} records failed in the worker: {done.stderr[-2000:]}{done.stdout[-4000:]}"
+        )
     return (report["first_result_epoch"] - spawned) * 1000, report
 
 
@@ -179,11 +185,20 @@ def main(argv: list[str] | None = None) -> int:
                 cold.append(ms)
                 cold_reports.append(report)
                 print(
-                    f"cold start to first result: {ms:.0f} ms (handler import "
+                    f"cold start to first result: {ms:.0f} ms, "
+                    f"{report['cpu_ms_to_first_result']:.0f} ms CPU (handler import "
                     f"{report['handler_import_ms']:.0f} ms, first record "
                     f"{report['batches'][0]['ms']:.0f} ms, peak RSS "
                     f"{report['peak_rss_kib'] / 1024:.0f} MiB)"
                 )
+
+            # a training worker: one cold process, one training job (Prophet, cmdstan)
+            training_ms, training = run_worker_process(sqs_events(services, 1, 1, "train"))
+            print(
+                f"training worker, cold, one training job: {training_ms:.0f} ms, peak RSS "
+                f"{training['peak_rss_kib'] / 1024:.0f} MiB, modules "
+                f"{training['modules_loaded']}"
+            )
 
             events = sqs_events(services, BATCH_SIZE + args.forecasts, BATCH_SIZE)
             _, warm = run_worker_process(events)
@@ -192,10 +207,13 @@ def main(argv: list[str] | None = None) -> int:
             records = sum(b["records"] for b in timed)
             per_minute = records / seconds * 60
             per_record = [b["ms"] / b["records"] for b in timed]
+            cpu_seconds = sum(b["cpu_ms"] for b in timed) / 1000
+            per_minute_cpu = records / cpu_seconds * 60
             print(
                 f"forecasts per minute, one warm worker process: {per_minute:.0f} "
                 f"({records} forecasts in {seconds:.1f} s; per record "
-                f"{summary(per_record)['median']:.0f} ms median); peak RSS "
+                f"{summary(per_record)['median']:.0f} ms median; {per_minute_cpu:.0f} a minute "
+                f"of the worker's CPU time); peak RSS "
                 f"{warm['peak_rss_kib'] / 1024:.0f} MiB"
             )
     finally:
@@ -214,9 +232,12 @@ def main(argv: list[str] | None = None) -> int:
             },
             "import_ms": imports,
             "cold_start_ms": summary(cold),
+            "cold_start_cpu_ms": summary([r["cpu_ms_to_first_result"] for r in cold_reports]),
             "cold_start_reports": cold_reports,
             "throughput": {
                 "forecasts_per_minute": round(per_minute, 1),
+                "forecasts_per_cpu_minute": round(per_minute_cpu, 1),
+                "cpu_seconds": round(cpu_seconds, 2),
                 "forecasts": records,
                 "seconds": round(seconds, 2),
                 "per_record_ms": summary(per_record),
@@ -224,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
                 "modules_loaded": warm["modules_loaded"],
             },
             "peak_rss_mib_cold": summary([r["peak_rss_kib"] / 1024 for r in cold_reports]),
+            "training_worker": {
+                "cold_start_to_result_ms": round(training_ms, 1),
+                "peak_rss_mib": round(training["peak_rss_kib"] / 1024, 1),
+                "modules_loaded": training["modules_loaded"],
+            },
         },
     )
     return 0
