@@ -83,7 +83,7 @@ def _add_one_step_naive(rolling: dict[str, Any], observed, horizon: int = HORIZO
         window["seasonal_naive_one_step"] = (
             metrics.score(test.to_numpy()[ok], naive[ok], scale) if ok.any() else None
         )
-        if window["seasonal_naive_one_step"]:
+        if (window["seasonal_naive_one_step"] or {}).get("mase") is not None:
             values.append(window["seasonal_naive_one_step"]["mase"])
     rolling["seasonal_naive_one_step_mean"] = {
         "mase": round(float(np.mean(values)), 4) if values else None
