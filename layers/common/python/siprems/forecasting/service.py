@@ -175,17 +175,45 @@ def _train(
     observed = sales_frame(daily, ForecastOptions(missing_days="skip"))
     check_enough(observed, options, sku)
     trained, backtest = train_with_holdout(
-        frame, observed, events, options, sku, horizon_days, work_dir
+        frame,
+        observed,
+        events,
+        options,
+        sku,
+        horizon_days,
+        work_dir,
+        previous=_previous_fit_states(store, sku, options),
     )
     model_json, metadata = to_artefact(trained)
     metadata.update(
         {
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "backtest": backtest,
+            # the next training starts its fits from these (options.warm_start_nights)
+            "fit_states": {
+                name: state.to_dict() for name, state in trained.extra["fit_states"].items()
+            },
         }
     )
     stored = store.save_model(sku, model_json, metadata, serving=serving_document(trained))
     return trained, stored
+
+
+def _previous_fit_states(store: ModelStore, sku: str, options: ForecastOptions) -> dict[str, Any]:
+    """The fit states of the SKU's stored model, if it was trained with the same options and
+    warm starts are on (nothing otherwise: the fits start cold)."""
+    from siprems.forecasting.train import FitState
+
+    if options.warm_start_nights <= 0:
+        return {}
+    try:
+        metadata = store.load_metadata(sku)
+    except ModelNotFoundError:
+        return {}
+    if metadata.get("config_hash") != options.config_hash():
+        return {}
+    states = metadata.get("fit_states") or {}
+    return {name: FitState.from_dict(values) for name, values in states.items()}
 
 
 def _summary(sku: str, metadata: dict[str, Any]) -> dict[str, Any]:

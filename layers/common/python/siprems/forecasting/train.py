@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -193,12 +193,12 @@ def fit(
     work_dir: Path | None = None,
     *,
     features: FeatureMatrix | None = None,
-    init: TrainedModel | None = None,
+    init: FitState | None = None,
 ) -> TrainedModel:
     """Fit one model on a raw daily frame (ds, y, promo on the original scale).
 
     ``features`` covering the training days saves building them (one matrix per training);
-    ``init`` starts the optimiser from another fit of the same matrix (``warm_start``).
+    ``init`` starts the optimiser from an earlier fit of the product (``warm_start``).
     """
     data, removed = training_frame(frame, options, sku)
     first_day = data["ds"].iloc[0].date()
@@ -233,7 +233,7 @@ def fit(
         extra={
             "fit_cpu_ms": fit_cpu_ms,
             "iterations": iterations,
-            "warm_start": init is not None,
+            "chain": 0 if init is None else init.chain + 1,
             "features": features,
         },
     )
@@ -247,7 +247,7 @@ def fit_prophet(
     df: pd.DataFrame,
     features: FeatureMatrix,
     output_dir: Path,
-    init: TrainedModel | None = None,
+    init: FitState | None = None,
     **stan_args: Any,
 ) -> int | None:
     """``Prophet.fit`` (prophet 1.5.0, MAP, no regressor models), step for step with
@@ -277,7 +277,8 @@ def fit_prophet(
 
     start = dataclasses.asdict(model.calculate_initial_params(seasonal_features.shape[1]))
     if init is not None:
-        start = model.stan_backend.sanitize_custom_inits(start, warm_start(init.model, model))
+        carried = warm_start(init, model, seasonal_features.columns)
+        start = model.stan_backend.sanitize_custom_inits(start, carried)
     iterations = None
     y = model.history["y_scaled"].to_numpy()
     if y.min() == y.max():
@@ -376,32 +377,96 @@ def _iterations(stan_fit: Any) -> int | None:
     return counts[-1] if counts else None
 
 
-def warm_start(source: Prophet, target: Prophet) -> dict[str, Any]:
-    """Initial values for ``target`` from the fitted ``source``, carried over to ``target``'s
-    scales: y (Prophet divides y by its largest value) and time (t runs from 0 at the first
-    training day to 1 at the last). The trend keeps its level and slope at ``target``'s first
-    day; changepoint and feature coefficients keep their index (same feature matrix), which
-    puts each changepoint of ``source`` at the nearest one of ``target`` for windows that are
-    close. The optimiser then runs as usual from there, with the same stopping rule."""
-    params = source.params
-    ratio = float(source.y_scale) / float(target.y_scale)
-    time_ratio = target.t_scale / source.t_scale
-    t0 = (target.start - source.start) / source.t_scale  # target's first day on source's t
-    k = float(params["k"][0, 0])
-    m = float(params["m"][0, 0])
-    deltas = np.asarray(params["delta"][0], dtype=float)
+@dataclass(frozen=True)
+class FitState:
+    """What a later fit of the same product needs to start from this one: the fitted
+    parameters, the scales they are on, and the feature column of each coefficient. Small
+    and JSON-able (it travels in the model's metadata to the next night's training).
+    ``chain`` counts the warm starts in a row that led to this fit (0: a cold fit)."""
+
+    k: float
+    m: float
+    delta: tuple[float, ...]
+    beta: Mapping[str, float]  # by Prophet's feature column name
+    additive: frozenset[str]  # the columns of additive components (their beta scales with y)
+    sigma_obs: float
+    y_scale: float
+    start: str  # ISO timestamp of t = 0
+    t_scale_days: float
+    changepoints_t: tuple[float, ...]
+    chain: int = 0
+
+    @classmethod
+    def of(cls, trained: TrainedModel) -> FitState:
+        model, columns = trained.model, trained.extra["features"].columns.columns
+        params = model.params
+        additive = model.train_component_cols["additive_terms"].to_numpy()
+        return cls(
+            k=float(params["k"][0, 0]),
+            m=float(params["m"][0, 0]),
+            delta=tuple(float(x) for x in params["delta"][0]),
+            beta={str(c): float(b) for c, b in zip(columns, params["beta"][0], strict=True)},
+            additive=frozenset(str(c) for c, a in zip(columns, additive, strict=True) if a),
+            sigma_obs=float(params["sigma_obs"][0, 0]),
+            y_scale=float(model.y_scale),
+            start=model.start.isoformat(),
+            t_scale_days=model.t_scale / pd.Timedelta(days=1),
+            changepoints_t=tuple(float(x) for x in model.changepoints_t),
+            chain=int(trained.extra.get("chain", 0)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["beta"] = dict(self.beta)
+        values["additive"] = sorted(self.additive)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> FitState:
+        return cls(
+            k=float(values["k"]),
+            m=float(values["m"]),
+            delta=tuple(float(x) for x in values["delta"]),
+            beta={str(c): float(b) for c, b in values["beta"].items()},
+            additive=frozenset(values["additive"]),
+            sigma_obs=float(values["sigma_obs"]),
+            y_scale=float(values["y_scale"]),
+            start=str(values["start"]),
+            t_scale_days=float(values["t_scale_days"]),
+            changepoints_t=tuple(float(x) for x in values["changepoints_t"]),
+            chain=int(values.get("chain", 0)),
+        )
+
+
+def warm_start(source: FitState, target: Prophet, columns: Sequence[str]) -> dict[str, Any]:
+    """Initial values for ``target`` (set up, not yet optimised) from the fit ``source``,
+    carried over to ``target``'s scales: y (Prophet divides y by its largest value) and time
+    (t runs from 0 at the first training day to 1 at the last). The trend keeps its level
+    and slope at ``target``'s first day; changepoint coefficients keep their index (the
+    changepoints of two windows a night apart are a day apart); feature coefficients follow
+    their column by name (a column new to ``target`` starts at 0). The optimiser then runs
+    from there with its usual stopping rule."""
+    ratio = source.y_scale / float(target.y_scale)
+    target_days = target.t_scale / pd.Timedelta(days=1)
+    t0 = (target.start - pd.Timestamp(source.start)) / pd.Timedelta(days=1) / source.t_scale_days
+    deltas = np.asarray(source.delta, dtype=float)
     changepoints = np.asarray(source.changepoints_t, dtype=float)
     passed = changepoints <= t0
-    slope = k + deltas[passed].sum()
-    level = slope * t0 + m - (deltas[passed] * changepoints[passed]).sum()
-    beta = np.asarray(params["beta"][0], dtype=float)
-    additive = np.asarray(source.train_component_cols["additive_terms"], dtype=float)
+    slope = source.k + deltas[passed].sum()
+    level = slope * t0 + source.m - (deltas[passed] * changepoints[passed]).sum()
+    time_ratio = target_days / source.t_scale_days
+    beta = np.asarray(
+        [
+            source.beta.get(c, 0.0) * (ratio if c in source.additive else 1.0)
+            for c in map(str, columns)
+        ]
+    )
     return {
         "k": slope * time_ratio * ratio,
         "m": level * ratio,
         "delta": deltas * time_ratio * ratio,
-        "beta": np.where(additive > 0, beta * ratio, beta),
-        "sigma_obs": float(params["sigma_obs"][0, 0]) * ratio,
+        "beta": beta,
+        "sigma_obs": source.sigma_obs * ratio,
     }
 
 
@@ -503,7 +568,7 @@ def evaluate_window(
     work_dir: Path | None = None,
     *,
     features: FeatureMatrix | None = None,
-    init: TrainedModel | None = None,
+    init: FitState | None = None,
 ) -> tuple[dict[str, Any], TrainedModel]:
     """Train on days ≤ cutoff, forecast the next ``horizon`` days, score against the days
     that really had sales (``observed``), next to the seasonal-naive baseline. Returns the
@@ -569,26 +634,69 @@ def train_with_holdout(
     sku: str,
     horizon: int,
     work_dir: Path | None = None,
+    previous: Mapping[str, FitState] | None = None,
 ) -> tuple[TrainedModel, dict[str, Any]]:
     """A training: the hold-out backtest of the last ``horizon`` days, then the model fitted
     on all data (the one to serve), and the backtest's scores.
 
-    Both fits share one feature matrix (built once). The refit starts from Prophet's usual
-    initial values, not from the hold-out fit: measured, that start saved no iterations on
-    some products, cost more on others, and moved forecasts by up to 1 % (docs/FORECASTING.md,
-    "Speed"); from Prophet's start the model equals a standalone ``fit`` exactly.
+    Both fits share one feature matrix (built once). With ``previous`` (the last training's
+    ``fit_states``, same options) and ``options.warm_start_nights``, each fit starts from its
+    counterpart of the night before, unless that one already ends a chain of that many warm
+    starts. The refit never starts from the hold-out fit: measured, that start (28 days
+    apart) saved no iterations on some products and moved forecasts by up to 1 %
+    (docs/FORECASTING.md, "Speed"). The fits' states are in ``trained.extra["fit_states"]``.
     """
-    first, last = frame["ds"].iloc[0], frame["ds"].iloc[-1]
-    if options.max_history_days is not None:  # the hold-out fit's window starts earliest
-        cutoff = observed["ds"].max() - pd.Timedelta(days=horizon)
-        first = max(first, cutoff - pd.Timedelta(days=options.max_history_days - 1))
+    cutoff = observed["ds"].max() - pd.Timedelta(days=horizon)
+    held_frame = frame[frame["ds"] <= cutoff]
+    first = training_start(held_frame if not held_frame.empty else frame, options)
+    last = frame["ds"].iloc[-1]
     holidays = holiday_frame(events, options, first.date(), last.date())
     features = FeatureMatrix.build(options, holidays, first, last)
-    backtest, _ = _holdout(
-        frame, observed, events, options, sku, horizon, work_dir, features=features
+    backtest, held_out = _holdout(
+        frame,
+        observed,
+        events,
+        options,
+        sku,
+        horizon,
+        work_dir,
+        features=features,
+        init=_warm(previous, "holdout", options),
     )
-    trained = fit(frame, events, options, sku, work_dir, features=features)
+    trained = fit(
+        frame,
+        events,
+        options,
+        sku,
+        work_dir,
+        features=features,
+        init=_warm(previous, "final", options),
+    )
+    trained.extra["fit_states"] = {
+        "final": FitState.of(trained),
+        **({"holdout": FitState.of(held_out)} if held_out is not None else {}),
+    }
     return trained, backtest
+
+
+def _warm(
+    previous: Mapping[str, FitState] | None, which: str, options: ForecastOptions
+) -> FitState | None:
+    state = (previous or {}).get(which)
+    if state is None or state.chain >= options.warm_start_nights:
+        return None
+    return state
+
+
+def training_start(frame: pd.DataFrame, options: ForecastOptions) -> pd.Timestamp:
+    """The first day a fit of ``frame`` trains on (``max_history_days`` before its last day
+    of data); the first day of ``frame`` without a limit."""
+    if frame.empty:
+        raise InsufficientDataError("no days to train on")
+    first, last = frame["ds"].iloc[0], frame["ds"].iloc[-1]
+    if options.max_history_days is None:
+        return first
+    return max(first, last - pd.Timedelta(days=options.max_history_days - 1))
 
 
 def _holdout(
@@ -600,12 +708,22 @@ def _holdout(
     horizon: int,
     work_dir: Path | None = None,
     features: FeatureMatrix | None = None,
+    init: FitState | None = None,
 ) -> tuple[dict[str, Any], TrainedModel | None]:
     last = observed["ds"].max()
     cutoff = last - pd.Timedelta(days=horizon)
     try:
         result, trained = evaluate_window(
-            observed, events, options, sku, cutoff, horizon, frame, work_dir, features=features
+            observed,
+            events,
+            options,
+            sku,
+            cutoff,
+            horizon,
+            frame,
+            work_dir,
+            features=features,
+            init=init,
         )
     except InsufficientDataError as exc:
         return {"horizon_days": horizon, "skipped": exc.message}, None
