@@ -509,19 +509,6 @@ def holidays_near(model: Prophet, days: pd.Series) -> Iterator[None]:
         model.holidays = holidays
 
 
-def point_forecast(trained: TrainedModel, frame: pd.DataFrame) -> np.ndarray:
-    """yhat for the rows of ``frame`` without uncertainty sampling, on the model's scale."""
-    model = trained.model
-    saved = model.uncertainty_samples
-    model.uncertainty_samples = 0
-    try:
-        with holidays_near(model, frame["ds"]):
-            predicted = model.predict(add_conditions(frame[_input_columns(frame)], trained.options))
-    finally:
-        model.uncertainty_samples = saved
-    return predicted["yhat"].to_numpy()
-
-
 def correction_factor(trained: TrainedModel, data: pd.DataFrame) -> float:
     """median(actual / fitted) over the training days (or the last ``correction_window_days``
     of them), clamped to the configured bounds. Fitted values come from the numpy kernel
@@ -550,10 +537,6 @@ def kernel_of(trained: TrainedModel) -> ForecastKernel:
 
 def _promo(frame: pd.DataFrame) -> np.ndarray | None:
     return frame["promo"].to_numpy(dtype=float) if "promo" in frame else None
-
-
-def _input_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in ("ds", "promo") if c in frame]
 
 
 # --- backtests ---------------------------------------------------------------------------
