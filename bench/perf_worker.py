@@ -6,12 +6,15 @@ AWS is a moto server on 127.0.0.1 started here (the worker processes reach it ov
 a Lambda reaches AWS); sales come from the embedded PostgreSQL with the Kiel data. A model of
 BRD-001 is trained and stored first, then:
 
-- cold start: a fresh ``python`` process imports ``functions/worker/app.py`` and runs one
-  SQS record (a 30-day forecast from the stored model); wall time from spawning the process
-  to the handler's return;
+- cold start: a fresh ``python`` process (with the environment variables Lambda sets)
+  imports ``functions/worker/app.py`` and runs one SQS record (a 30-day forecast from the
+  stored model); wall time from spawning the process to the handler's return, and the
+  process's CPU time until then;
 - import time of each heavy module, each in a fresh process;
+- a training worker: a fresh process running one training job (peak RSS, modules loaded);
 - forecasts per minute: one process, a first batch to warm it, then ``--forecasts`` 30-day
-  forecasts in SQS batches of the template's default size (5); peak RSS of that process.
+  forecasts in SQS batches of the template's default size (5), per minute of wall time and
+  per minute of the worker's CPU time; peak RSS (VmHWM) of that process.
 
 Writes ``bench/results/perf_worker.json``.
 """
@@ -54,6 +57,15 @@ HEAVY_MODULES = [
     "siprems.forecasting.service",
 ]
 PYTHON = sys.executable
+# What Lambda's runtime sets for the worker's process. Libraries read it: the X-Ray SDK, for
+# one, builds its centralised-sampling client (an extra botocore client, ~0.3 s of CPU at
+# import) only outside Lambda.
+LAMBDA_ENVIRONMENT = {
+    "LAMBDA_TASK_ROOT": str(ROOT / "functions" / "worker"),
+    "AWS_LAMBDA_FUNCTION_NAME": "siprems-worker-perf",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+    "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
+}
 
 
 def free_port() -> int:
@@ -107,7 +119,7 @@ def run_worker_process(events: list[dict[str, Any]]) -> tuple[float, dict[str, A
             [PYTHON, str(ROOT / "bench" / "perf_worker_process.py"), path],
             capture_output=True,
             text=True,
-            env=os.environ.copy(),
+            env={**os.environ, **LAMBDA_ENVIRONMENT},
             check=False,
         )
     finally:
@@ -229,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 "forecast_days": 30,
                 "batch_size": BATCH_SIZE,
                 "cold_start": "spawn of a fresh python process -> first handler return",
+                "lambda_environment": LAMBDA_ENVIRONMENT,
             },
             "import_ms": imports,
             "cold_start_ms": summary(cold),
