@@ -202,3 +202,22 @@ def test_train_product_keeps_fit_states_for_the_next_night(sales_repo, aws, tmp_
     legacy = ForecastOptions.legacy().with_overrides(warm_start_nights=7)
     train_product("SEA-001", sales=sales_repo, store=store, options=legacy, work_dir=tmp_path)
     assert store.load_metadata("SEA-001")["fit_states"]["final"]["chain"] == 0
+
+
+def test_products_with_the_same_span_share_one_feature_matrix(kiel):
+    from siprems.forecasting import train
+
+    _, events = kiel
+    options = ForecastOptions.default()
+    first, last = pd.Timestamp("2017-01-01"), pd.Timestamp("2017-03-31")
+    holidays = holiday_frame(events, options, first.date(), last.date())
+    train._FEATURES.clear()
+    shared = train._shared_features(options, holidays, first, last)
+    assert train._shared_features(options, holidays.copy(), first, last) is shared
+    other_span = train._shared_features(options, holidays, first, last + pd.Timedelta(days=1))
+    assert other_span is not shared
+    legacy = train._shared_features(ForecastOptions.legacy(), holidays, first, last)
+    assert legacy is not shared and legacy.columns.shape[1] != shared.columns.shape[1]
+    for day in range(train.CACHED_FEATURE_MATRICES):
+        train._shared_features(options, holidays, first, last + pd.Timedelta(days=2 + day))
+    assert len(train._FEATURES) == train.CACHED_FEATURE_MATRICES

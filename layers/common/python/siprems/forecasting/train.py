@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from copy import deepcopy
 from dataclasses import dataclass, field
@@ -267,8 +268,10 @@ def fit_prophet(
     model.history = model.setup_dataframe(history, initialize_scales=True)
     model.set_auto_seasonalities()
     seasonal_features = features.rows(model.history)
-    model.train_holiday_names = features.holiday_names
-    model.train_component_cols = features.component_cols
+    # copies: one matrix serves many fits (and, cached, many products)
+    names = features.holiday_names
+    model.train_holiday_names = names.copy() if names is not None else None
+    model.train_component_cols = features.component_cols.copy()
     model.component_modes = deepcopy(features.modes)
     model.fit_kwargs = deepcopy(stan_args)
     model.set_changepoints()
@@ -634,7 +637,7 @@ def train_with_holdout(
     first = training_start(held_frame if not held_frame.empty else frame, options)
     last = frame["ds"].iloc[-1]
     holidays = holiday_frame(events, options, first.date(), last.date())
-    features = FeatureMatrix.build(options, holidays, first, last)
+    features = _shared_features(options, holidays, first, last)
     backtest, held_out = _holdout(
         frame,
         observed,
@@ -660,6 +663,33 @@ def train_with_holdout(
         **({"holdout": FitState.of(held_out)} if held_out is not None else {}),
     }
     return trained, backtest
+
+
+# Feature matrices by (options, holidays, span): features depend on the calendar alone, so
+# the products of a nightly train-all whose histories span the same days share one.
+_FEATURES: OrderedDict[tuple[Any, ...], FeatureMatrix] = OrderedDict()
+CACHED_FEATURE_MATRICES = 8
+
+
+def _shared_features(
+    options: ForecastOptions,
+    holidays: pd.DataFrame | None,
+    first: pd.Timestamp,
+    last: pd.Timestamp,
+) -> FeatureMatrix:
+    holiday_key = (
+        None
+        if holidays is None
+        else tuple(pd.util.hash_pandas_object(holidays, index=False).to_numpy().tolist())
+    )
+    key = (options.config_hash(), holiday_key, first, last)
+    features = _FEATURES.get(key)
+    if features is None:
+        features = _FEATURES[key] = FeatureMatrix.build(options, holidays, first, last)
+        while len(_FEATURES) > CACHED_FEATURE_MATRICES:
+            _FEATURES.popitem(last=False)
+    _FEATURES.move_to_end(key)
+    return features
 
 
 def _warm(
