@@ -62,16 +62,20 @@ class ModelStore:
 
     # --- keys ----------------------------------------------------------------------------
     @staticmethod
-    def model_key(sku: str) -> str:
-        return f"models/{_checked(sku, _SKU, 'SKU')}/model.json"
+    def sku_key(sku: str, name: str) -> str:
+        return f"models/{_checked(sku, _SKU, 'SKU')}/{name}"
 
-    @staticmethod
-    def serving_key(sku: str) -> str:
-        return f"models/{_checked(sku, _SKU, 'SKU')}/serving.json"
+    @classmethod
+    def model_key(cls, sku: str) -> str:
+        return cls.sku_key(sku, "model.json")
 
-    @staticmethod
-    def metadata_key(sku: str) -> str:
-        return f"models/{_checked(sku, _SKU, 'SKU')}/metadata.json"
+    @classmethod
+    def serving_key(cls, sku: str) -> str:
+        return cls.sku_key(sku, "serving.json")
+
+    @classmethod
+    def metadata_key(cls, sku: str) -> str:
+        return cls.sku_key(sku, "metadata.json")
 
     @staticmethod
     def forecast_key(task_id: str) -> str:
