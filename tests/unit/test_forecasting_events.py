@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from datetime import date
 
-from siprems.forecasting.events import PUBLIC_HOLIDAY, holiday_frame, holiday_names
+from siprems.forecasting.events import (
+    PUBLIC_HOLIDAY,
+    SCHOOL_HOLIDAY_PREFIX,
+    holiday_frame,
+    holiday_names,
+)
 from siprems.forecasting.options import ForecastOptions
 from siprems.sales.models import Event
 
@@ -50,3 +55,30 @@ def test_special_days_are_added_only_when_enabled():
     options = ForecastOptions.legacy().with_overrides(special_days=True)
     frame = holiday_frame([], options, date(2017, 1, 1), date(2017, 12, 31))
     assert {"Heiligabend", "Silvester"} == set(frame["holiday"])
+
+
+def test_school_holidays_of_the_region_are_one_effect_per_kind_and_unnamed_in_the_chart():
+    options = ForecastOptions.default().with_overrides(school_holidays=True)
+    frame = holiday_frame([], options, date(2017, 1, 1), date(2017, 12, 31))
+    school = frame[frame["holiday"].str.startswith(SCHOOL_HOLIDAY_PREFIX)]
+    summer = school[school["holiday"] == SCHOOL_HOLIDAY_PREFIX + "Sommerferien"]
+    assert date(2017, 7, 24) in set(summer["ds"].dt.date)  # SH summer holidays 2017
+    assert date(2017, 7, 23) not in set(summer["ds"].dt.date)
+    assert set(school["lower_window"]) == {0} and set(school["upper_window"]) == {0}
+    names = holiday_names(frame, options)
+    assert date(2017, 7, 25) not in names  # a school holiday is not a holiday in the chart
+    assert names[date(2017, 10, 3)] == "Tag der Deutschen Einheit"
+
+
+def test_school_holidays_are_off_by_default_and_need_a_region():
+    frame = holiday_frame([], ForecastOptions.default(), date(2017, 1, 1), date(2017, 12, 31))
+    assert not frame["holiday"].str.startswith(SCHOOL_HOLIDAY_PREFIX).any()
+    assert (
+        holiday_frame(
+            [],
+            ForecastOptions.legacy().with_overrides(school_holidays=True),
+            date(2017, 1, 1),
+            date(2017, 12, 31),
+        )
+        is None
+    )

@@ -16,6 +16,8 @@ HOLIDAY_COLUMNS = ["holiday", "ds", "lower_window", "upper_window"]
 # Shop days that are not public holidays in Germany but change demand like one.
 SPECIAL_DAYS = {(12, 24): "Heiligabend", (12, 31): "Silvester"}
 PUBLIC_HOLIDAY = "Feiertag"  # the shared name when public holidays are grouped
+# School holidays span weeks: they shape demand but are not named in the chart.
+SCHOOL_HOLIDAY_PREFIX = "Schulferien: "
 # Holidays are generated this many years past the training data, so a stored model can
 # still name holidays in the horizon of any forecast it will serve.
 YEARS_AHEAD = 3
@@ -51,6 +53,17 @@ def holiday_frame(
                     options.holiday_upper_window,
                 )
             )
+    if options.school_holidays and options.holiday_country:
+        import holidays
+
+        school = holidays.country_holidays(
+            options.holiday_country,
+            subdiv=options.holiday_subdiv,
+            years=years,
+            categories=("school",),
+        )
+        for day, name in sorted(school.items()):
+            rows.append((SCHOOL_HOLIDAY_PREFIX + name, pd.Timestamp(day), 0, 0))
     if options.special_days:
         for year in years:
             for (month, day), name in SPECIAL_DAYS.items():
@@ -78,6 +91,8 @@ def holiday_names(
         day = pd.Timestamp(row.ds).date()
         if row.holiday == PUBLIC_HOLIDAY:
             grouped.add(day)
+            continue
+        if row.holiday.startswith(SCHOOL_HOLIDAY_PREFIX):
             continue
         names.setdefault(day, [])
         if row.holiday not in names[day]:

@@ -65,6 +65,9 @@ class ForecastOptions:
     holiday_grouping: Literal["name", "single"] = "name"
     # shop days that are not public holidays but behave like them (Dec 24 and Dec 31)
     special_days: bool = False
+    # school holidays of the region (the `holidays` package's "school" category): one effect
+    # per kind of holidays (summer, autumn, ...) on every day of them
+    school_holidays: bool = False
 
     # --- post-processing -------------------------------------------------------------------
     correction_factor: bool = True  # median(actual / fitted), clamped to the bounds below
