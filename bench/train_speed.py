@@ -20,13 +20,10 @@ same run, as the reference of issue #8. Writes ``bench/results/train_speed.json`
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "layers" / "common" / "python") not in sys.path:
     sys.path.insert(0, str(ROOT / "layers" / "common" / "python"))
 
+from bench.perf_common import write_result  # noqa: E402
+
 HORIZON = 28
 TARGET_MS = 250.0
-RESULTS = ROOT / "bench" / "results" / "train_speed.json"
 
 
 def _timed(function) -> tuple[Any, float, float]:
@@ -97,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", default="default")
     parser.add_argument("--skus", default=None, help="comma-separated (default: all)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="train_speed", help="bench/results/NAME.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLCONFIGDIR", str(ROOT / ".state" / "matplotlib"))
 
@@ -153,22 +151,16 @@ def main(argv: list[str] | None = None) -> int:
         f"(target < {TARGET_MS:.0f} ms); load average {load_before[0]:.1f} → {load[0]:.1f} "
         f"on {os.cpu_count()} CPUs"
     )
-    result = {
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
+    write_result(
+        args.name,
+        {
+            "protocol": {"profile": args.profile, "repeats": args.repeats, "horizon_days": HORIZON},
             "load_average_at_start": load_before,
-            "load_average_at_end": load,
+            "summary": summary,
+            "per_sku": per_sku,
+            "elapsed_s": round(time.perf_counter() - started, 1),
         },
-        "protocol": {"profile": args.profile, "repeats": args.repeats, "horizon_days": HORIZON},
-        "summary": summary,
-        "per_sku": per_sku,
-        "elapsed_s": round(time.perf_counter() - started, 1),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"written {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+    )
     return 0
 
 

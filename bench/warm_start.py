@@ -22,13 +22,10 @@ within 2 % of the cold fits'.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +34,8 @@ if str(ROOT / "layers" / "common" / "python") not in sys.path:
     sys.path.insert(0, str(ROOT / "layers" / "common" / "python"))
 
 from bench.forecast_core import FULL_HISTORY, HORIZON  # noqa: E402
+from bench.perf_common import write_result  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "warm_start.json"
 STEP_DAYS = 56
 MASE_TOLERANCE = 0.02
 
@@ -52,6 +49,7 @@ def run_sku(sku, sales, events, options, args, work_dir) -> dict[str, Any]:
     from siprems.forecasting.preprocess import sales_frame
     from siprems.forecasting.train import (
         FeatureMatrix,
+        FitState,
         evaluate_window,
         fit,
         kernel_of,
@@ -99,7 +97,7 @@ def run_sku(sku, sales, events, options, args, work_dir) -> dict[str, Any]:
                 sku,
                 work_dir,
                 features=features,
-                init=previous,
+                init=FitState.of(previous),
             )
             chain_cpu.append(previous.extra["fit_cpu_ms"])
             chain_iterations.append(previous.extra["iterations"])
@@ -113,7 +111,7 @@ def run_sku(sku, sales, events, options, args, work_dir) -> dict[str, Any]:
             frame,
             work_dir,
             features=features,
-            init=previous,
+            init=FitState.of(previous),
         )
         chain_cpu.append(warm.extra["fit_cpu_ms"])
         chain_iterations.append(warm.extra["iterations"])
@@ -160,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nights", type=int, default=7, help="warm-started fits per chain")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--skus", default=None, help="comma-separated (default: all)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="warm_start", help="bench/results/NAME.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLCONFIGDIR", str(ROOT / ".state" / "matplotlib"))
 
@@ -219,27 +217,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{statistics.median(warm_it)}; mean MASE {cold_mase:.4f} → {warm_mase:.4f} "
         f"({change:+.2%}; tolerance ±{MASE_TOLERANCE:.0%}); load average {os.getloadavg()[0]:.1f}"
     )
-    result = {
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_average_at_end": os.getloadavg(),
+    write_result(
+        args.name,
+        {
+            "protocol": {
+                "profile": args.profile,
+                "nights": args.nights,
+                "windows": args.windows,
+                "horizon_days": HORIZON,
+                "step_days": STEP_DAYS,
+            },
+            "summary": summary,
+            "per_sku": per_sku,
+            "elapsed_s": round(time.perf_counter() - started, 1),
         },
-        "protocol": {
-            "profile": args.profile,
-            "nights": args.nights,
-            "windows": args.windows,
-            "horizon_days": HORIZON,
-            "step_days": STEP_DAYS,
-        },
-        "summary": summary,
-        "per_sku": per_sku,
-        "elapsed_s": round(time.perf_counter() - started, 1),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"written {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+    )
     return 0
 
 
