@@ -205,6 +205,8 @@ def fit(
     first_day = data["ds"].iloc[0].date()
     last_day = data["ds"].iloc[-1].date()
     holidays = holiday_frame(events, options, first_day, last_day)
+    # the fit's time includes building its features (Prophet's fit builds them too)
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     if features is None:
         features = FeatureMatrix.build(options, holidays, data["ds"].iloc[0], data["ds"].iloc[-1])
     model = build_model(options, holidays)
@@ -212,7 +214,6 @@ def fit(
     if options.optimizer_tol_rel_grad is not None and len(data) >= NEWTON_BELOW_ROWS:
         # Prophet optimises short series with Newton, which takes no such tolerance
         stan_args["tol_rel_grad"] = options.optimizer_tol_rel_grad
-    started, cpu_started = time.perf_counter(), cpu_seconds()
     with job_directory(work_dir) as output_dir:
         try:
             iterations = fit_prophet(
