@@ -1,0 +1,240 @@
+"""Forecast variants scored on the backtest and the validation year from one grid of fits.
+
+    .venv/bin/python -m bench.forecast_variants [--processes 2] [--inner 2,3,4]
+
+The evidence behind docs/FORECASTING.md "Towards 0.72". Every candidate configuration is fitted
+on every 28-day cutoff of both periods (the six rolling-origin windows ending 2018-07-31 and
+2017-07-31, plus the 28-day windows before each that an inner backtest needs), and from those
+fits it scores: each variant on its own; a per-SKU choice among the candidates by an inner
+rolling backtest on the training data only (the last n windows before the cutoff, exactly the
+fits a nightly retrain would run); geometric-mean ensembles; a log-scale blend with last year's
+same weekday. p50 only (MASE does not depend on the uncertainty samples). Writes
+``bench/results/forecast_variants.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "layers" / "common" / "python") not in sys.path:
+    sys.path.insert(0, str(ROOT / "layers" / "common" / "python"))
+
+from bench.forecast_core import FULL_HISTORY, HORIZON  # noqa: E402
+
+PERIODS = {"backtest": pd.Timestamp("2018-07-31"), "validation": pd.Timestamp("2017-07-31")}
+WINDOWS, STEP = 6, 56
+# candidates for the per-SKU choice; further variants are scored on their own only
+CANDIDATES = {
+    "default": {},
+    "changepoint_prior_0.01": {"changepoint_prior_scale": 0.01},
+    "changepoint_prior_0.2": {"changepoint_prior_scale": 0.2},
+    "correction_last_56_days": {"correction_window_days": 56},
+}
+ALONE = {"school_holidays": {"school_holidays": True}}
+RESULTS = ROOT / "bench" / "results" / "forecast_variants.json"
+
+_DATA: dict[str, Any] = {}
+
+
+def outer_cutoffs(end: pd.Timestamp) -> list[pd.Timestamp]:
+    return [end - pd.Timedelta(days=HORIZON + k * STEP) for k in range(WINDOWS)]
+
+
+def inner_cutoffs(cutoff: pd.Timestamp, n: int) -> list[pd.Timestamp]:
+    """The n 28-day windows that end at or before ``cutoff`` (training data only)."""
+    return [cutoff - pd.Timedelta(days=HORIZON * j) for j in range(1, n + 1)]
+
+
+def _init(data: dict[str, Any]) -> None:
+    _DATA.update(data)
+
+
+def _fit_window(task: tuple[str, dict[str, Any], str, pd.Timestamp]) -> tuple[tuple, dict | None]:
+    """p50 of one variant on one window, with what MASE needs."""
+    from siprems.forecasting import metrics
+    from siprems.forecasting.options import ForecastOptions
+    from siprems.forecasting.predict import predict_horizon
+    from siprems.forecasting.preprocess import sales_frame
+    from siprems.forecasting.train import fit
+
+    name, overrides, sku, cutoff = task
+    options = ForecastOptions.default().with_overrides(uncertainty_samples=0, **overrides)
+    observed = _DATA["observed"][sku]
+    frame = sales_frame(_DATA["daily"][sku], options)
+    test = observed[
+        (observed["ds"] > cutoff) & (observed["ds"] <= cutoff + pd.Timedelta(days=HORIZON))
+    ]
+    if test.empty:
+        return (name, sku, cutoff), None
+    trained = fit(frame[frame["ds"] <= cutoff], _DATA["events"], options, sku)
+    p50 = predict_horizon(trained, test[["ds", "promo"]]).frame["p50"].to_numpy()
+    history = observed[observed["ds"] <= cutoff].set_index("ds")["y"]
+    return (name, sku, cutoff), {
+        "ds": test["ds"].to_numpy(),
+        "actual": test["y"].to_numpy(),
+        "p50": p50,
+        "scale": metrics.seasonal_naive_scale(history),
+    }
+
+
+def _mase(window: dict[str, Any], forecast: np.ndarray | None = None) -> float:
+    predicted = window["p50"] if forecast is None else forecast
+    return float(np.mean(np.abs(window["actual"] - predicted)) / window["scale"])
+
+
+def last_year_naive(observed: pd.DataFrame, cutoff: pd.Timestamp, days: np.ndarray) -> np.ndarray:
+    """Same weekday 364 days earlier (a week further back over a missing day), times the
+    ratio of the last 28 days' level to the same 28 days a year before (log scale)."""
+    history = observed[observed["ds"] <= cutoff].set_index("ds")["y"]
+    recent = history[history.index > cutoff - pd.Timedelta(days=HORIZON)]
+    year_ago = history[
+        (history.index > cutoff - pd.Timedelta(days=HORIZON + 364))
+        & (history.index <= cutoff - pd.Timedelta(days=364))
+    ]
+    shift = np.log1p(recent).mean() - np.log1p(year_ago).mean()
+    values = []
+    for day in pd.to_datetime(days):
+        candidate = day - pd.Timedelta(days=364)
+        for _ in range(3):
+            if candidate in history.index:
+                break
+            candidate -= pd.Timedelta(days=7)
+        values.append(history.get(candidate, np.nan))
+    return np.expm1(np.log1p(np.asarray(values, dtype=float)) + shift)
+
+
+def score(grid: dict, observed: dict[str, pd.DataFrame], inner: list[int]) -> dict[str, Any]:
+    """Mean MASE per period and product for every way of turning the grid into a forecast."""
+    ways: dict[str, Any] = {}
+
+    def alone(name):
+        return lambda sku, cutoff: _mase(grid[(name, sku, cutoff)])
+
+    for name in [*CANDIDATES, *ALONE]:
+        ways[name] = alone(name)
+
+    def chosen(candidates, n):
+        def way(sku, cutoff):
+            def inner_score(name):
+                return np.mean([_mase(grid[(name, sku, c)]) for c in inner_cutoffs(cutoff, n)])
+
+            best = min(candidates, key=inner_score)
+            return _mase(grid[(best, sku, cutoff)])
+
+        return way
+
+    flexible = ["default", "changepoint_prior_0.01"]
+    for n in inner:
+        ways[f"choice default|prior 0.01, last {n} windows"] = chosen(flexible, n)
+        ways[f"choice among all four, last {n} windows"] = chosen(list(CANDIDATES), n)
+
+    def ensemble(names):
+        def way(sku, cutoff):
+            logs = [np.log1p(grid[(name, sku, cutoff)]["p50"]) for name in names]
+            return _mase(grid[(names[0], sku, cutoff)], np.expm1(np.mean(logs, axis=0)))
+
+        return way
+
+    for name in list(CANDIDATES)[1:]:
+        ways[f"geometric mean default+{name}"] = ensemble(["default", name])
+    ways["geometric mean of all four"] = ensemble(list(CANDIDATES))
+
+    def blend(weight):
+        def way(sku, cutoff):
+            window = grid[("default", sku, cutoff)]
+            naive = last_year_naive(observed[sku], cutoff, window["ds"])
+            naive = np.where(np.isnan(naive), window["p50"], naive)
+            mixed = (1 - weight) * np.log1p(window["p50"]) + weight * np.log1p(naive)
+            return _mase(window, np.expm1(mixed))
+
+        return way
+
+    for weight in (0.1, 0.2, 0.3):
+        ways[f"log blend with last year's same weekday, weight {weight}"] = blend(weight)
+
+    table = {}
+    for label, way in ways.items():
+        table[label] = {}
+        for period, end in PERIODS.items():
+            per = {s: float(np.mean([way(s, c) for c in outer_cutoffs(end)])) for s in FULL_HISTORY}
+            table[label][period] = {"mean": round(float(np.mean(list(per.values()))), 4)} | {
+                s: round(v, 4) for s, v in per.items()
+            }
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.forecast_variants", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--inner", default="2,3,4", help="inner windows for the per-SKU choice")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    inner = [int(n) for n in args.inner.split(",")]
+    os.environ.setdefault("MPLCONFIGDIR", str(ROOT / ".state" / "matplotlib"))
+
+    from siprems.forecasting.options import ForecastOptions
+    from siprems.forecasting.preprocess import sales_frame
+
+    from scripts.demo import kiel_sales
+
+    with kiel_sales(quiet=True) as sales:
+        daily = {sku: sales.daily_sales(sku) for sku in FULL_HISTORY}
+        events = list(sales.prediction_events())
+    observed = {s: sales_frame(d, ForecastOptions(missing_days="skip")) for s, d in daily.items()}
+    outer = sorted({c for end in PERIODS.values() for c in outer_cutoffs(end)})
+    every = sorted({ci for c in outer for ci in [c, *inner_cutoffs(c, max(inner))]})
+    tasks = [(n, o, s, c) for n, o in CANDIDATES.items() for s in FULL_HISTORY for c in every]
+    tasks += [(n, o, s, c) for n, o in ALONE.items() for s in FULL_HISTORY for c in outer]
+    started = time.perf_counter()
+    data = {"daily": daily, "observed": observed, "events": events}
+    with ProcessPoolExecutor(args.processes, initializer=_init, initargs=(data,)) as pool:
+        grid = dict(pool.map(_fit_window, tasks, chunksize=2))
+    elapsed = time.perf_counter() - started
+    table = score(grid, observed, inner)
+
+    print(f"{len(tasks)} fits in {elapsed:.0f} s (load average {os.getloadavg()[0]:.1f})")
+    print(f"{'mean MASE of the five':62s}{'backtest':>9s}{'validation':>11s}   per product")
+    for label, periods in table.items():
+        b, v = periods["backtest"], periods["validation"]
+        print(
+            f"{label:62s}{b['mean']:9.3f}{v['mean']:11.3f}   "
+            + " ".join(f"{b[s]:.3f}" for s in FULL_HISTORY)
+            + " | "
+            + " ".join(f"{v[s]:.3f}" for s in FULL_HISTORY)
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "fits": len(tasks),
+                "elapsed_s": round(elapsed, 1),
+                "load_average_at_end": os.getloadavg(),
+                "candidates": CANDIDATES,
+                "alone": ALONE,
+                "inner_windows": inner,
+                "mean_mase": table,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
