@@ -14,6 +14,7 @@ cached; the next training writes the serving document.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 import sys
@@ -94,14 +95,19 @@ def to_artefact(trained: TrainedModel) -> tuple[str, dict[str, Any]]:
 
 def serving_document(trained: TrainedModel) -> dict[str, Any]:
     """What a forecast reads instead of ``model.json``: the kernel and the chart's names."""
-    from siprems.forecasting.events import holiday_names
-
-    names = holiday_names(trained.model.holidays, trained.options)
     return {
         "format": SERVING_FORMAT,
         "kernel": serving_model_of(trained).kernel.to_dict(),
-        "holiday_names": {day.isoformat(): name for day, name in sorted(names.items())},
+        "holiday_names": _chart_names(trained),
     }
+
+
+def _chart_names(trained: TrainedModel) -> dict[str, str]:
+    """ISO day -> the names of the holidays and events on it (the chart's ``holidayName``)."""
+    from siprems.forecasting.events import holiday_names
+
+    names = holiday_names(trained.model.holidays, trained.options)
+    return {day.isoformat(): name for day, name in sorted(names.items())}
 
 
 def from_artefact(model_json: str, metadata: dict[str, Any]) -> TrainedModel:
@@ -138,15 +144,7 @@ def serving_model(metadata: dict[str, Any], document: dict[str, Any]) -> Serving
 
 def serving_model_from_trained(trained: TrainedModel) -> ServingModel:
     """A trained (or Prophet-loaded) model as a serving model, chart names included."""
-    document = serving_document(trained)
-    model = serving_model_of(trained)
-    return ServingModel(
-        kernel=model.kernel,
-        options=model.options,
-        correction_factor=model.correction_factor,
-        last_day=model.last_day,
-        holiday_names=document["holiday_names"],
-    )
+    return dataclasses.replace(serving_model_of(trained), holiday_names=_chart_names(trained))
 
 
 class ModelCache:

@@ -40,7 +40,7 @@ class Seasonality:
     condition: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # numpy fields: identity, not element-wise, equality
 class HolidayColumn:
     """One holiday feature column (a holiday name and a window offset): 1 on ``days``."""
 
@@ -55,7 +55,7 @@ class Regressor:
     std: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # numpy fields: identity, not element-wise, equality
 class ForecastKernel:
     growth: str  # "linear" or "flat"
     start_ns: int  # model.start, ns since the epoch
