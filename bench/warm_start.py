@@ -22,6 +22,7 @@ within 2 % of the cold fits'.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -70,18 +71,12 @@ def run_sku(sku, sales, events, options, args, work_dir) -> dict[str, Any]:
         end = cutoff + pd.Timedelta(days=HORIZON)
         holidays = holiday_frame(events, options, first.date(), end.date())
         features = FeatureMatrix.build(options, holidays, first, end)
+        # the window's fit and its scores, cold or from a fit state
+        window = functools.partial(
+            evaluate_window, observed, events, options, sku, cutoff, HORIZON, frame, work_dir
+        )
         try:
-            cold_scores, cold = evaluate_window(
-                observed,
-                events,
-                options,
-                sku,
-                cutoff,
-                HORIZON,
-                frame,
-                work_dir,
-                features=features,
-            )
+            cold_scores, cold = window(features=features)
         except InsufficientDataError:
             continue  # no sales after the cutoff (SEA-001 out of season)
         previous = fit(
@@ -101,18 +96,7 @@ def run_sku(sku, sales, events, options, args, work_dir) -> dict[str, Any]:
             )
             chain_cpu.append(previous.extra["fit_cpu_ms"])
             chain_iterations.append(previous.extra["iterations"])
-        warm_scores, warm = evaluate_window(
-            observed,
-            events,
-            options,
-            sku,
-            cutoff,
-            HORIZON,
-            frame,
-            work_dir,
-            features=features,
-            init=FitState.of(previous),
-        )
+        warm_scores, warm = window(features=features, init=FitState.of(previous))
         chain_cpu.append(warm.extra["fit_cpu_ms"])
         chain_iterations.append(warm.extra["iterations"])
         days = pd.date_range(cutoff + pd.Timedelta(days=1), periods=HORIZON).to_numpy()
