@@ -259,9 +259,15 @@ def api_base(stack_outputs: dict[str, str], stage: str = STAGE) -> str:
     return f"{ENDPOINT}/_aws/execute-api/{stack_outputs['ApiId']}/{stage}"
 
 
-def deploy_service(stack_name: str, database_url: str, schedule: str | None) -> dict[str, str]:
-    """template.yaml deployed as the local service (stage ``local``)."""
-    parameters = {"StageName": STAGE, "LocalDatabaseUrl": database_url}
+def deploy_service(
+    stack_name: str,
+    database_url: str,
+    schedule: str | None,
+    parameters: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """template.yaml deployed as the local service (stage ``local``); ``parameters``: more
+    template parameters (e.g. a short ``WorkerTimeout`` for the reliability tests)."""
+    parameters = {"StageName": STAGE, "LocalDatabaseUrl": database_url, **(parameters or {})}
     if schedule:
         parameters["NightlySchedule"] = schedule
     return deploy(
@@ -280,6 +286,14 @@ def postgres_running() -> bool:
 def stop_postgres() -> str:
     result = _postgres("stop")
     return (result.stderr or result.stdout).strip()
+
+
+def start_postgres() -> str:
+    """Starts the embedded PostgreSQL (its data kept); returns the database URL."""
+    result = _postgres("start")
+    if result.returncode != 0:
+        raise RuntimeError(f"embedded PostgreSQL failed to start: {result.stderr.strip()}")
+    return result.stdout.strip().splitlines()[-1]
 
 
 def start_services(record: bool = True) -> str:

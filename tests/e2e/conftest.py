@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,17 +131,19 @@ class Service:
     secret: str
 
 
-@pytest.fixture(scope="session")
-def service(local_stack) -> Iterator[Service]:
+@contextmanager
+def deployed_service(
+    stack_name: str, schedule: str | None, parameters: dict[str, str] | None = None
+) -> Iterator[Service]:
     """template.yaml deployed into the local stack as its own stack (the one `make up` deploys
-    is left alone), the nightly rule at rate(1 minute) so a test can watch it fire. The embedded
-    PostgreSQL is stopped afterwards if it was started here."""
+    is left alone), with tokens for a user and an admin. The embedded PostgreSQL is stopped
+    afterwards if it was started here."""
     from siprems.auth import mint_token
 
     postgres_was_running = stack.postgres_running()
     database_url = stack.start_services(record=False)
     secret = stack.ensure_jwt_secret()
-    outputs = stack.deploy_service(SERVICE_STACK, database_url, schedule="rate(1 minute)")
+    outputs = stack.deploy_service(stack_name, database_url, schedule, parameters)
     yield Service(
         outputs=outputs,
         base=stack.api_base(outputs),
@@ -150,3 +153,190 @@ def service(local_stack) -> Iterator[Service]:
     )
     if not postgres_was_running:
         stack.stop_postgres()
+
+
+@pytest.fixture(scope="session")
+def service(local_stack) -> Iterator[Service]:
+    """The service with the nightly rule at rate(1 minute), so a test can watch it fire."""
+    with deployed_service(SERVICE_STACK, schedule="rate(1 minute)") as deployed:
+        yield deployed
+
+
+TERMINAL = {"SUCCESS", "FAILURE", "REVOKED"}
+
+
+def task(service: Service, task_id: str) -> dict:
+    answer = http("GET", f"{service.base}/api/tasks/{task_id}", token=service.user_token)
+    assert answer.status in (200, 202), answer.body
+    return answer.body
+
+
+def wait_task(
+    service: Service, task_id: str, timeout_s: float = 180, statuses: set[str] = TERMINAL
+) -> dict:
+    """Polls the task through the API until its status is one of ``statuses``."""
+
+    def reached():
+        body = task(service, task_id)
+        return body if body["status"] in statuses else None
+
+    return wait_for(reached, timeout_s, interval_s=1, what=f"task {task_id} in {statuses}")
+
+
+# -- the reliability tests' own stack ---------------------------------------------------------
+FAULT_STACK = "siprems-e2e-faults"
+# The template's shortest worker timeout: a STARTED job older than this belongs to a dead worker.
+FAULT_WORKER_TIMEOUT_S = 30
+# The queue's visibility timeout is six times the worker timeout (three minutes here): the
+# reliability tests shorten it on their own queue, so a message of a dead worker comes back within
+# a minute. It stays above the worker timeout, so no live worker loses its message.
+FAULT_VISIBILITY_S = FAULT_WORKER_TIMEOUT_S + 5
+
+
+@pytest.fixture(scope="session")
+def fault_service(local_stack) -> Iterator[Service]:
+    """The service as a stack of its own for the fault, duplicate and load tests: a 30 s
+    worker timeout, the nightly rule off (nothing but the tests queues work)."""
+    parameters = {
+        "WorkerTimeout": str(FAULT_WORKER_TIMEOUT_S),
+        "NightlyScheduleEnabled": "false",
+    }
+    with deployed_service(FAULT_STACK, schedule=None, parameters=parameters) as deployed:
+        stack.client("sqs").set_queue_attributes(
+            QueueUrl=deployed.outputs["JobsQueueUrl"],
+            Attributes={"VisibilityTimeout": str(FAULT_VISIBILITY_S)},
+        )
+        yield deployed
+
+
+class Faults:
+    """Fault rules of LocalStack's fault-injection plugin (``/_siprems/faults``): AWS requests
+    that match a rule fail with an AWS error before they reach the service."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.url = f"{endpoint}/_siprems/faults"
+
+    def add(self, service: str, operation: str | None = None, **fields) -> dict:
+        answer = http("POST", self.url, body={"service": service, "operation": operation, **fields})
+        assert answer.status == 201, answer.body
+        return answer.body
+
+    def rule(self, rule_id: int) -> dict:
+        rules = http("GET", self.url).body["rules"]
+        return next(r for r in rules if r["id"] == rule_id)
+
+    def clear(self) -> None:
+        assert http("DELETE", self.url).status == 200
+
+
+@pytest.fixture
+def faults(local_stack) -> Iterator[Faults]:
+    injector = Faults(local_stack)
+    injector.clear()
+    yield injector
+    injector.clear()
+
+
+def function_processes(function_name: str) -> list[int]:
+    """Process ids of the function's execution environments (local processes started by the
+    local-process executor, each in its own process group)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            variables = environ.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"AWS_LAMBDA_FUNCTION_NAME={function_name}".encode() in variables and any(
+            v.startswith(b"LOCAL_RUNTIME_HANDLER=") for v in variables
+        ):
+            found.append(int(environ.parent.name))
+    return found
+
+
+def child_processes(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the processes below ``pid``."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            try:
+                cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes()
+            except OSError:
+                continue
+            found.append((child, cmdline.replace(b"\0", b" ").decode(errors="replace")))
+            todo.append(child)
+    return found
+
+
+# -- helpers of the reliability tests ----------------------------------------------------------
+def submit_train(service: Service, sku: str) -> str:
+    answer = http(
+        "POST", f"{service.base}/api/tasks/training/product/{sku}", token=service.user_token
+    )
+    assert answer.status == 202, answer.body
+    return answer.body["task_id"]
+
+
+def submit_predict(service: Service, sku: str, days: int = 7) -> str:
+    answer = http(
+        "POST",
+        f"{service.base}/api/predict/async",
+        token=service.user_token,
+        body={"product_sku": sku, "days": days},
+    )
+    assert answer.status == 202, answer.body
+    return answer.body["task_id"]
+
+
+def model_versions(service: Service, sku: str) -> int:
+    """How many versions of the SKU's model artefact the (versioned) bucket holds."""
+    key = f"models/{sku}/model.json"
+    listing = stack.client("s3").list_object_versions(
+        Bucket=service.outputs["ModelsBucketName"], Prefix=key
+    )
+    return sum(1 for v in listing.get("Versions", []) if v["Key"] == key)
+
+
+def worker_mapping(service: Service) -> str:
+    mappings = stack.client("lambda").list_event_source_mappings(
+        FunctionName=service.outputs["WorkerFunctionName"]
+    )["EventSourceMappings"]
+    assert len(mappings) == 1, mappings
+    return mappings[0]["UUID"]
+
+
+def set_worker_mapping(service: Service, enabled: bool) -> None:
+    """Turns the worker's SQS event source mapping on or off (messages wait in the queue)."""
+    client = stack.client("lambda")
+    uuid = worker_mapping(service)
+    client.update_event_source_mapping(UUID=uuid, Enabled=enabled)
+    wanted = "Enabled" if enabled else "Disabled"
+    wait_for(
+        lambda: client.get_event_source_mapping(UUID=uuid)["State"] == wanted,
+        30,
+        interval_s=0.5,
+        what=f"the worker's event source mapping {wanted}",
+    )
+
+
+KIEL_SKUS = ("BRD-001", "CKE-001", "CNF-001", "CRS-001", "RLL-001", "SEA-001")
+
+
+@pytest.fixture(scope="session")
+def trained_models(fault_service) -> Service:
+    """Every seeded product has a stored model in the reliability stack (one train-all if not)."""
+    missing = [sku for sku in KIEL_SKUS if model_versions(fault_service, sku) == 0]
+    if missing:
+        answer = http(
+            "POST", f"{fault_service.base}/api/tasks/training/all", token=fault_service.admin_token
+        )
+        assert answer.status == 202, answer.body
+        done = wait_task(fault_service, answer.body["task_id"], timeout_s=300)
+        assert done["status"] == "SUCCESS", done
+    return fault_service

@@ -12,18 +12,7 @@ from datetime import timedelta
 import pytest
 
 from scripts import stack
-from tests.e2e.conftest import Service, http, wait_for
-
-TERMINAL = {"SUCCESS", "FAILURE", "REVOKED"}
-
-
-def wait_task(service: Service, task_id: str, timeout_s: float = 180) -> dict:
-    def terminal():
-        answer = http("GET", f"{service.base}/api/tasks/{task_id}", token=service.user_token)
-        assert answer.status in (200, 202), answer.body
-        return answer.body if answer.body["status"] in TERMINAL else None
-
-    return wait_for(terminal, timeout_s, interval_s=1, what=f"task {task_id} to finish")
+from tests.e2e.conftest import Service, http, wait_for, wait_task
 
 
 # -- auth and bad input -------------------------------------------------------------------------

@@ -48,3 +48,12 @@ def fix_find_in_map_with_number_keys():
 
     _resolve_mapping.keys_as_strings = True
     ChangeSetModelPreproc._resolve_mapping = _resolve_mapping
+
+
+@hooks.on_infra_start()
+def register_fault_injection():
+    """Fault rules for the reliability tests: ``/_siprems/faults`` sets them, a request handler
+    fails the AWS requests they match (siprems_localstack.faults)."""
+    from siprems_localstack import faults
+
+    faults.register()

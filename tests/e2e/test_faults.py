@@ -1,0 +1,196 @@
+"""Faults injected into the running local stack (template.yaml deployed as its own stack, a 30 s
+worker timeout): the worker killed in the middle of a fit, PostgreSQL stopped during a train-all,
+S3 writes failing (injected at LocalStack's AWS API layer), and a poison job in the DLQ.
+
+What each test shows: an accepted job is never lost and takes effect once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from scripts import stack
+from tests.e2e.conftest import (
+    FAULT_VISIBILITY_S,
+    Faults,
+    child_processes,
+    function_processes,
+    http,
+    model_versions,
+    set_worker_mapping,
+    submit_predict,
+    submit_train,
+    task,
+    wait_for,
+    wait_task,
+)
+
+
+# -- the worker killed in the middle of a fit ---------------------------------------------------
+def test_worker_killed_mid_fit_finishes_the_job_once_after_the_visibility_timeout(fault_service):
+    service = fault_service
+    sku = "CNF-001"
+    versions_before = model_versions(service, sku)
+    worker = service.outputs["WorkerFunctionName"]
+    task_id = submit_train(service, sku)
+
+    def fitting_worker():
+        """The worker process while Prophet's cmdstan child (the fit) runs under it."""
+        for pid in function_processes(worker):
+            if any("prophet_model" in cmd for _, cmd in child_processes(pid)):
+                return pid
+        return None
+
+    pid = wait_for(fitting_worker, 120, interval_s=0.02, what="the worker in a Prophet fit")
+    assert task(service, task_id)["status"] == "STARTED"
+    os.killpg(pid, signal.SIGKILL)  # the whole execution environment, fit included
+    killed_at = time.monotonic()
+
+    done = wait_task(service, task_id, timeout_s=FAULT_VISIBILITY_S + 150)
+    recovered_after = time.monotonic() - killed_at
+    print(f"\n[kill] job finished {recovered_after:.0f} s after the kill: {done['status']}")
+    assert done["status"] == "SUCCESS", done
+    assert done["attempts"] == 2  # the killed attempt, and the one after the visibility timeout
+    assert model_versions(service, sku) == versions_before + 1  # one model stored, not two
+    # It came back only after the message's visibility timeout (not from a retry at once).
+    assert recovered_after >= FAULT_VISIBILITY_S - 5
+
+
+# -- PostgreSQL stopped during a train-all ------------------------------------------------------
+def test_postgres_stopped_during_train_all_children_retry_then_all_succeed(fault_service):
+    service = fault_service
+    table = service.outputs["JobsTableName"]
+    dynamodb = stack.client("dynamodb")
+
+    def children(parent_id: str) -> list[dict]:
+        items = dynamodb.query(
+            TableName=table,
+            IndexName="by_parent",
+            KeyConditionExpression="parent_id = :p",
+            ExpressionAttributeValues={":p": {"S": parent_id}},
+        )["Items"]
+        return [task(service, item["task_id"]["S"]) for item in items]
+
+    # Hold the children in the queue until the database is down: the fan-out itself reads the
+    # product list from PostgreSQL, the children are what the fault is about.
+    set_worker_mapping(service, enabled=False)
+    try:
+        answer = http("POST", f"{service.base}/api/tasks/training/all", token=service.admin_token)
+        assert answer.status == 202, answer.body
+        parent_id = answer.body["task_id"]
+        parent = wait_for(
+            lambda: (p := task(service, parent_id)).get("progress") and p,
+            120,
+            what="the train-all parent to fan out",
+        )
+        total = parent["progress"]["total"]
+        assert total == 6
+        stack.stop_postgres()
+    finally:
+        set_worker_mapping(service, enabled=True)
+    try:
+        retrying = wait_for(
+            lambda: (c := children(parent_id)) and all(x["status"] == "RETRY" for x in c) and c,
+            90,
+            interval_s=0.5,
+            what="every child in RETRY while the database is down",
+        )
+        assert {c["error"]["type"] for c in retrying} == {"database_unavailable"}
+    finally:
+        stack.start_postgres()
+
+    parent = wait_task(service, parent_id, timeout_s=240)
+    assert parent["status"] == "SUCCESS", parent
+    assert parent["progress"] == {
+        "total": 6,
+        "done": 6,
+        "succeeded": 6,
+        "failed": 0,
+        "revoked": 0,
+        "pending": 0,
+    }
+    final = children(parent_id)
+    assert len(final) == total  # none lost, none duplicated
+    assert len({c["product_sku"] for c in final}) == total
+    assert all(c["status"] == "SUCCESS" and c["attempts"] == 2 for c in final), final
+
+
+# -- S3 writes failing (injected in LocalStack's S3 API) ----------------------------------------
+def test_s3_writes_failing_retry_then_succeed_once_the_fault_clears(fault_service, faults: Faults):
+    service = fault_service
+    bucket = service.outputs["ModelsBucketName"]
+    rule = faults.add("s3", "PutObject", match={"Bucket": bucket})
+    task_id = submit_train(service, "RLL-001")
+
+    retry = wait_task(service, task_id, timeout_s=120, statuses={"RETRY"})
+    assert retry["error"]["type"] == "storage_unavailable"
+    assert "PutObject" in retry["error"]["message"]
+    assert faults.rule(rule["id"])["hits"] >= 1
+    faults.clear()
+
+    done = wait_task(service, task_id, timeout_s=120)
+    assert done["status"] == "SUCCESS", done
+    assert done["attempts"] == 2
+    assert "error" not in done
+
+
+def test_s3_writes_failing_past_the_retries_fail_the_job_with_the_error(
+    fault_service, faults: Faults
+):
+    service = fault_service
+    bucket = service.outputs["ModelsBucketName"]
+    faults.add("s3", "PutObject", match={"Bucket": bucket, "Key": "forecasts/*"})
+    task_id = submit_predict(service, "RLL-001")
+
+    done = wait_task(service, task_id, timeout_s=180)
+    assert done["status"] == "FAILURE", done
+    assert done["attempts"] == 3  # MaxReceiveCount
+    assert done["error"]["type"] == "storage_unavailable"
+    assert "PutObject" in done["error"]["message"]
+    # Nothing half-written: the forecast result does not exist.
+    answer = http("GET", f"{service.base}/api/tasks/{task_id}", token=service.user_token)
+    assert "result" not in answer.body
+
+
+# -- a poison job: its worker dies on every delivery ---------------------------------------------
+def test_poison_job_goes_to_the_dlq_and_succeeds_when_redriven_after_the_fix(
+    fault_service, faults: Faults
+):
+    """Every read of the product's model hangs past the worker timeout (a dependency that hangs:
+    the worker is stopped by Lambda's timeout each time and records nothing). After
+    MaxReceiveCount deliveries SQS moves the message to the DLQ; once the cause is removed an
+    admin redrive brings it back and the job succeeds."""
+    service = fault_service
+    bucket = service.outputs["ModelsBucketName"]
+    sku = "CKE-001"
+    faults.add(
+        "s3",
+        "GetObject",
+        match={"Bucket": bucket, "Key": f"models/{sku}/*"},
+        status=None,
+        delay_seconds=FAULT_VISIBILITY_S + 10,
+    )
+    task_id = submit_predict(service, sku)
+
+    def dead_lettered():
+        answer = http("GET", f"{service.base}/api/admin/dlq", token=service.admin_token)
+        assert answer.status == 200, answer.body
+        return any(
+            isinstance(m["body"], dict) and m["body"].get("task_id") == task_id
+            for m in answer.body["messages"]
+        )
+
+    wait_for(dead_lettered, 4 * FAULT_VISIBILITY_S + 120, interval_s=2, what="the job in the DLQ")
+    stuck = task(service, task_id)
+    print(f"\n[poison] dead-lettered after {stuck['attempts']} attempts, status {stuck['status']}")
+    assert stuck["attempts"] == 3  # MaxReceiveCount deliveries, each stopped by the timeout
+
+    faults.clear()  # the cause is fixed
+    redrive = http("POST", f"{service.base}/api/admin/dlq/redrive", token=service.admin_token)
+    assert redrive.status == 202, redrive.body
+    done = wait_task(service, task_id, timeout_s=FAULT_VISIBILITY_S + 120)
+    assert done["status"] == "SUCCESS", done
+    assert done["attempts"] == 4
+    assert not dead_lettered()
