@@ -126,7 +126,7 @@ def test_s3_writes_failing_retry_then_succeed_once_the_fault_clears(fault_servic
 
     retry = wait_task(service, task_id, timeout_s=120, statuses={"RETRY"})
     assert retry["error"]["type"] == "storage_unavailable"
-    assert "PutObject" in retry["error"]["message"]
+    assert "put_object" in retry["error"]["message"]
     assert faults.rule(rule["id"])["hits"] >= 1
     faults.clear()
 
@@ -148,7 +148,7 @@ def test_s3_writes_failing_past_the_retries_fail_the_job_with_the_error(
     assert done["status"] == "FAILURE", done
     assert done["attempts"] == 3  # MaxReceiveCount
     assert done["error"]["type"] == "storage_unavailable"
-    assert "PutObject" in done["error"]["message"]
+    assert "put_object" in done["error"]["message"]
     # Nothing half-written: the forecast result does not exist.
     answer = http("GET", f"{service.base}/api/tasks/{task_id}", token=service.user_token)
     assert "result" not in answer.body

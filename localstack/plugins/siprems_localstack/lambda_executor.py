@@ -27,13 +27,17 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import requests
 from localstack.aws.api.lambda_ import PackageType
 from localstack.services.lambda_.invocation.executor_endpoint import ExecutorEndpoint
-from localstack.services.lambda_.invocation.lambda_models import FunctionVersion
+from localstack.services.lambda_.invocation.lambda_models import (
+    FunctionVersion,
+    InvocationResult,
+)
 from localstack.services.lambda_.invocation.runtime_executor import (
     LambdaRuntimeException,
     RuntimeExecutor,
@@ -92,6 +96,8 @@ class LocalProcessRuntimeExecutor(RuntimeExecutor):
         self.process: subprocess.Popen | None = None
         self.tmp_dir: Path | None = None
         self.log_path: Path | None = None
+        self._stopping = False
+        self._request_id = ""  # of the invocation running now
 
     # -- where the code is -------------------------------------------------------------------
     def _code_paths(self) -> tuple[list[str], str]:
@@ -151,21 +157,62 @@ class LocalProcessRuntimeExecutor(RuntimeExecutor):
                 "LOCAL_RUNTIME_HANDLER": handler,
             }
         )
-        python = os.environ.get("LOCAL_LAMBDA_PYTHON") or shutil.which("python3") or "python3"
         LOG.debug("Starting %s (%s) as a local process: %s", function_name, handler, self.log_path)
+        self._spawn(env, cwd=paths[0])
+        self.executor_endpoint.wait_for_startup()
+        threading.Thread(target=self._watch, args=(env, paths[0]), daemon=True).start()
+
+    def _spawn(self, env: dict[str, str], cwd: str) -> None:
+        python = os.environ.get("LOCAL_LAMBDA_PYTHON") or shutil.which("python3") or "python3"
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and script)
                 [python, str(BOOTSTRAP)],
-                cwd=paths[0],
+                cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() ends its children too
             )
-        self.executor_endpoint.wait_for_startup()
+
+    def _watch(self, env: dict[str, str], cwd: str) -> None:
+        """A runtime process that dies (killed, out of memory) fails its running invocation as
+        Lambda reports it (``Runtime.ExitError``) and is replaced by a fresh one, as Lambda
+        replaces a crashed sandbox; without this LocalStack would wait 15 minutes for an answer
+        that never comes, holding the event source mapping's batch."""
+        while not self._stopping:
+            process = self.process
+            if process is None:
+                return
+            spawned = time.monotonic()
+            code = process.wait()
+            if self._stopping:
+                return
+            reason = f"signal: {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+            LOG.warning("Runtime of %s exited (%s): restarting it", self.id, reason)
+            future = self.executor_endpoint.invocation_future
+            if future is not None and not future.done():
+                error = {
+                    "errorType": "Runtime.ExitError",
+                    "errorMessage": f"Runtime exited with error: {reason}",
+                }
+                future.set_result(
+                    InvocationResult(
+                        self._request_id,
+                        json.dumps(error).encode(),
+                        is_error=True,
+                        logs=self.get_logs()[-4096:],
+                    )
+                )
+            if time.monotonic() - spawned < 2:
+                LOG.error("Runtime of %s keeps exiting at start: not restarted", self.id)
+                return
+            # The fresh process must not announce itself ready again (LocalStack already has
+            # this environment): the flag the timeout restart uses too.
+            self._spawn({**env, "LOCAL_RUNTIME_RESTARTED": "1"}, cwd)
 
     def stop(self) -> None:
+        self._stopping = True
         if self.process and self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -193,6 +240,7 @@ class LocalProcessRuntimeExecutor(RuntimeExecutor):
         return f"http://{LOOPBACK}:{port}{self.executor_endpoint.get_endpoint_prefix()}"
 
     def invoke(self, payload: dict[str, str]):
+        self._request_id = payload.get("invoke-id", "")
         return self.executor_endpoint.invoke(payload)
 
     def get_logs(self) -> str:
