@@ -150,22 +150,21 @@ def run_jobs(service: Service, duplicate: bool) -> dict:
     }
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.usefixtures("trained_models")
-def test_every_message_delivered_twice_leaves_the_same_trace_as_once(fault_service):
-    once = run_jobs(fault_service, duplicate=False)
+def test_every_message_delivered_twice_leaves_the_trace_of_one_delivery(fault_service):
+    """The trace of a run without duplicates is one of each per job: one claim (attempts 1), one
+    result version, one "job started" and one "job succeeded" line, a model version per
+    training (docs/RELIABILITY.md shows a run without duplicates measured next to this one:
+    ``run_jobs(service, duplicate=False)``). The run with every message twice must match it."""
     twice = run_jobs(fault_service, duplicate=True)
-    print(f"\n[duplicates] once:  {once}\n[duplicates] twice: {twice}")
+    print(f"\n[duplicates] every message twice: {twice}")
 
-    for recorded in (once, twice):
-        assert recorded["statuses"] == Counter({"SUCCESS": JOBS})
-        assert recorded["attempts"] == Counter({1: JOBS})  # one claim per job
-        assert recorded["result_versions"] == Counter({1: JOBS})  # one result written per job
-        assert recorded["model_versions_added"] == TRAINS
-        assert recorded["log_started"] == JOBS
-        assert recorded["log_succeeded"] == JOBS
-    assert once["log_acknowledged_without_work"] == 0
-    # Each duplicate was acknowledged without work (or, if it came while its job ran, kept and
-    # then acknowledged): one line per duplicate at least.
-    assert twice["log_acknowledged_without_work"] >= JOBS
-    keys = ("statuses", "attempts", "result_versions", "model_versions_added", "log_started")
-    assert {k: once[k] for k in keys} == {k: twice[k] for k in keys}
+    assert twice["statuses"] == Counter({"SUCCESS": JOBS})
+    assert twice["attempts"] == Counter({1: JOBS})  # one claim per job
+    assert twice["result_versions"] == Counter({1: JOBS})  # one result written per job
+    assert twice["model_versions_added"] == TRAINS  # one model version per training
+    assert twice["log_started"] == JOBS
+    assert twice["log_succeeded"] == JOBS
+    # Every duplicate was seen by the worker and acknowledged without work.
+    assert twice["log_acknowledged_without_work"] == JOBS

@@ -3,7 +3,7 @@ time (forecasts of the seeded products from their stored models, some trainings,
 requests, a few cancellations). No answer is a 5xx, every invalid request gets a 4xx, every
 accepted job reaches a terminal state and submitted = succeeded + failed + revoked.
 
-Submit latency (p50, p99) is printed and written to bench/results/e2e_load.json; nothing here
+Submit latency (p50, p99) is printed and written to .state/results/e2e_load.json; nothing here
 asserts a duration (the machine is shared).
 """
 
@@ -26,9 +26,13 @@ from tests.e2e.conftest import KIEL_SKUS, ROOT, Service, http, task, wait_for
 SUBMISSIONS = 1000
 PARALLEL = 20
 TRAINS = 10
-INVALID = 290  # the rest are forecasts
-CANCEL_EVERY = 50  # every 50th accepted forecast is cancelled right after it was accepted
-RESULTS = ROOT / "bench" / "results" / "e2e_load.json"
+# The worker drains the accepted jobs one batch at a time (LocalStack does not emulate the
+# mapping's concurrency): about a second per forecast on the shared 2-core machine, so the
+# accepted share is kept to what drains in minutes; the rest are invalid requests.
+FORECASTS = 350
+INVALID = SUBMISSIONS - TRAINS - FORECASTS
+CANCEL_EVERY = 25  # every 25th accepted forecast is cancelled right after it was accepted
+RESULTS = ROOT / ".state" / "results" / "e2e_load.json"
 
 
 def requests_mix(seed: int = 6) -> list[tuple[str, str, object, bool]]:
@@ -55,7 +59,7 @@ def requests_mix(seed: int = 6) -> list[tuple[str, str, object, bool]]:
             {"product_sku": rng.choice(KIEL_SKUS), "days": rng.randint(1, 60)},
             True,
         )
-        for _ in range(SUBMISSIONS - TRAINS - INVALID)
+        for _ in range(FORECASTS)
     ]
     rng.shuffle(mix)
     return mix
@@ -66,6 +70,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
+@pytest.mark.timeout(1500)
 @pytest.mark.usefixtures("trained_models")
 def test_1000_submissions_20_in_parallel(fault_service: Service):
     service = fault_service
