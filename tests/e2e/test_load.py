@@ -29,9 +29,9 @@ TRAINS = 10
 # The worker drains the accepted jobs one batch at a time (LocalStack does not emulate the
 # mapping's concurrency): about a second per forecast on the shared 2-core machine, so the
 # accepted share is kept to what drains in minutes; the rest are invalid requests.
-FORECASTS = 350
+FORECASTS = 150
 INVALID = SUBMISSIONS - TRAINS - FORECASTS
-CANCEL_EVERY = 25  # every 25th accepted forecast is cancelled right after it was accepted
+CANCEL_EVERY = 15  # every 15th accepted forecast is cancelled right after it was accepted
 RESULTS = ROOT / ".state" / "results" / "e2e_load.json"
 
 

@@ -9,12 +9,16 @@ LocalStack does itself (SQS event source with partial batch failures, DLQ, redri
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from boto3.dynamodb.conditions import Key
 
 from scripts import stack
-from tests.e2e.conftest import http, wait_for
+from tests.e2e.conftest import function_processes, http, wait_for
 
 
 def _table(mini_app):
@@ -89,6 +93,29 @@ def test_function_timeout_is_enforced_and_the_environment_recovers(mini_app):
     )
     assert "FunctionError" not in again
     assert json.loads(again["Payload"].read())["echo"] == {"n": 2}
+
+
+def test_a_killed_function_process_fails_its_invocation_and_is_replaced(mini_app):
+    """A runtime that dies (SIGKILL, out of memory) fails the running invocation as Lambda does
+    (``Runtime.ExitError``), instead of leaving LocalStack waiting 15 minutes for an answer."""
+    lam = stack.client("lambda")
+    name = mini_app["WorkerFunctionName"]
+    lam.invoke(FunctionName=name, Payload=b"{}")  # an execution environment is up
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(
+            lam.invoke, FunctionName=name, Payload=json.dumps({"sleep": 2.5}).encode()
+        )
+        time.sleep(1)  # the invocation is sleeping in the handler
+        pids = function_processes(name)
+        assert pids
+        for pid in pids:
+            os.killpg(pid, signal.SIGKILL)
+        answer = running.result(timeout=30)
+    assert answer.get("FunctionError")
+    assert "Runtime exited with error: signal: SIGKILL" in answer["Payload"].read().decode()
+    again = lam.invoke(FunctionName=name, Payload=json.dumps({"n": 3}).encode())
+    assert "FunctionError" not in again
+    assert json.loads(again["Payload"].read())["echo"] == {"n": 3}
 
 
 def test_function_output_reaches_cloudwatch_logs(mini_app):
