@@ -31,7 +31,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return context.get_remaining_time_in_millis() / 1000.0
 
     def record_handler(record: SQSRecord) -> str:
-        return runner.process(record.body, record.receipt_handle, remaining_seconds)
+        return runner.process(
+            record.body,
+            record.receipt_handle,
+            remaining_seconds,
+            int(record.attributes.approximate_receive_count or 1),
+        )
 
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context

@@ -253,25 +253,25 @@ def function_processes(function_name: str) -> list[int]:
     return found
 
 
-def child_processes(pid: int) -> list[tuple[int, str]]:
-    """(pid, command line) of the processes below ``pid``."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+def running_below(ancestors: set[int], command_prefix: str) -> int | None:
+    """A process whose command name starts with ``command_prefix`` and that runs below one of
+    ``ancestors`` (reads each process's name first: cheap enough to poll every few ms)."""
+    for comm in Path("/proc").glob("[0-9]*/comm"):
         try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            try:
-                cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes()
-            except OSError:
+            if not comm.read_text().startswith(command_prefix):
                 continue
-            found.append((child, cmdline.replace(b"\0", b" ").decode(errors="replace")))
-            todo.append(child)
-    return found
+            pid = int(comm.parent.name)
+            parent = pid
+            for _ in range(16):
+                stat = (Path("/proc") / str(parent) / "stat").read_text()
+                parent = int(stat.rsplit(")", 1)[1].split()[1])
+                if parent in ancestors:
+                    return pid
+                if parent <= 1:
+                    break
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
 
 
 # -- helpers of the reliability tests ----------------------------------------------------------

@@ -146,6 +146,48 @@ def test_too_little_time_left_returns_the_message_untouched(app):
     assert len(app.receive(visibility=0)) == 1  # visible again at once
 
 
+def last_delivery(app) -> dict:
+    """The job's message received until its receive count reaches maxReceiveCount (3)."""
+    for _ in range(2):
+        assert len(app.receive(visibility=0)) == 1
+    [message] = app.receive()
+    assert message["Attributes"]["ApproximateReceiveCount"] == "3"
+    return message
+
+
+def test_too_little_time_on_the_last_delivery_queues_the_job_again_not_to_the_dlq(app):
+    """Deliveries without an attempt count towards maxReceiveCount too: on the last one the
+    job is queued again as a fresh message instead of being dead-lettered while PENDING."""
+    task_id = submit(app)
+    message = last_delivery(app)
+    response = invoke("worker", app.sqs_event([message]), remaining_ms=1_000)
+    assert response == {"batchItemFailures": []}  # acknowledged: a fresh copy is queued
+    app.sqs.delete_message(QueueUrl=app.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    assert job(app, task_id).status.value == "PENDING"
+
+    [fresh] = app.receive()
+    assert fresh["Attributes"]["ApproximateReceiveCount"] == "1"
+    assert json.loads(fresh["Body"])["task_id"] == task_id
+    assert invoke("worker", app.sqs_event([fresh])) == {"batchItemFailures": []}
+    assert job(app, task_id).status.value == "SUCCESS"
+    assert app.services.dead_letters.peek() == []
+
+
+def test_a_job_running_elsewhere_on_the_last_delivery_is_queued_again_for_later(app):
+    task_id = submit(app)
+    app.services.store.mark_started(task_id, stale_after=timedelta(seconds=120))
+    message = last_delivery(app)
+    assert invoke("worker", app.sqs_event([message])) == {"batchItemFailures": []}
+    app.sqs.delete_message(QueueUrl=app.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    # Due once the other worker's time is up (the worker timeout): not visible before.
+    assert app.receive(visibility=0) == []
+    delayed = app.sqs.get_queue_attributes(
+        QueueUrl=app.queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]["ApproximateNumberOfMessagesDelayed"]
+    assert delayed == "1"
+    assert job(app, task_id).attempts == 1  # untouched
+
+
 @pytest.mark.parametrize("days", [1, 30])
 def test_predict_job_returns_the_requested_horizon(app, days):
     event = api_event("submit/predict-async.json", body={"product_sku": "CKE-001", "days": days})

@@ -17,6 +17,7 @@ from siprems.errors import QueueUnavailableError
 
 SQS_BATCH_LIMIT = 10
 SQS_MAX_VISIBILITY = 43_200  # 12 hours, SQS's limit
+SQS_MAX_DELAY = 900  # 15 minutes, SQS's limit for DelaySeconds
 
 
 def backoff_seconds(attempt: int, *, base: int, maximum: int) -> int:
@@ -39,8 +40,14 @@ class JobQueue:
         self._send_attempts = send_attempts
         self._sleep = sleep
 
-    def send(self, message: dict[str, Any]) -> str:
-        response = self._call("send_message", QueueUrl=self.queue_url, MessageBody=_body(message))
+    def send(self, message: dict[str, Any], *, delay_seconds: int = 0) -> str:
+        """Queue one message, delivered after ``delay_seconds`` (SQS allows up to 15 minutes)."""
+        response = self._call(
+            "send_message",
+            QueueUrl=self.queue_url,
+            MessageBody=_body(message),
+            DelaySeconds=max(0, min(int(delay_seconds), SQS_MAX_DELAY)),
+        )
         return response["MessageId"]
 
     def send_batch(self, messages: Iterable[dict[str, Any]]) -> int:

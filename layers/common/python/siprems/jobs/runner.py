@@ -6,6 +6,13 @@ result in S3; SUCCESS. Permanent errors fail the job at once. Transient ones put
 to RETRY with exponential backoff (the message's visibility) until the last attempt, then
 FAILURE with the error. A message is acknowledged by returning, and kept in the queue by
 raising ``KeepMessage``.
+
+SQS counts every delivery, with or without an outcome, towards the queue's maxReceiveCount
+(= ``MAX_ATTEMPTS``). A message handed back without an attempt (too little Lambda time left, the
+job running in another worker) would use up that budget and reach the dead-letter queue with
+its job still waiting. So on a message's last delivery, a job that cannot run now is queued
+again as a fresh message (sent first, then the old one acknowledged: at least once) instead;
+the job's own ``attempts`` still bounds its retries.
 """
 
 from __future__ import annotations
@@ -36,9 +43,11 @@ class Message:
     task_id: str
     receipt_handle: str | None
     product_sku: str | None = None
+    body: dict[str, Any] | None = None  # as received, to queue it again
+    receive_count: int = 1  # SQS's ApproximateReceiveCount of this delivery
 
 
-def parse_message(body: str, receipt_handle: str | None) -> Message:
+def parse_message(body: str, receipt_handle: str | None, receive_count: int = 1) -> Message:
     try:
         data = json.loads(body)
         task_id = data["task_id"]
@@ -47,7 +56,11 @@ def parse_message(body: str, receipt_handle: str | None) -> Message:
     if not isinstance(task_id, str) or not task_id:
         raise PermanentError(f"not a job message: {body[:200]!r}")
     return Message(
-        task_id=task_id, receipt_handle=receipt_handle, product_sku=data.get("product_sku")
+        task_id=task_id,
+        receipt_handle=receipt_handle,
+        product_sku=data.get("product_sku"),
+        body=data,
+        receive_count=receive_count,
     )
 
 
@@ -81,11 +94,15 @@ class JobRunner:
         self._run = run
 
     def process(
-        self, body: str, receipt_handle: str | None, remaining_seconds: Callable[[], float]
+        self,
+        body: str,
+        receipt_handle: str | None,
+        remaining_seconds: Callable[[], float],
+        receive_count: int = 1,
     ) -> str:
         """Handle one message; returns what happened (for logs and tests), raises
         KeepMessage to leave it in the queue."""
-        message = parse_message(body, receipt_handle)
+        message = parse_message(body, receipt_handle, receive_count)
         with job_context(message.task_id, message.product_sku):
             return self._process(message, remaining_seconds)
 
@@ -94,8 +111,7 @@ class JobRunner:
         if remaining_seconds() < self.settings.min_fit_seconds_left:
             # Not enough time for a fit: nothing is changed, the message comes back at once.
             logger.warning("too little time left, job goes back to the queue")
-            self._show_again(message, 0)
-            raise KeepMessage("too little Lambda time left")
+            return self._hand_back(message, 0, "too little Lambda time left")
 
         claim = store.mark_started(
             message.task_id, stale_after=timedelta(seconds=self.settings.worker_timeout_seconds)
@@ -111,7 +127,9 @@ class JobRunner:
             return "skipped"
         if claim.outcome is Outcome.IN_PROGRESS:
             logger.info("job is running in another worker: message kept")
-            raise KeepMessage("in progress elsewhere")
+            # Checked again once that worker's time is up (it may have died).
+            delay = self.settings.worker_timeout_seconds if self._last_delivery(message) else None
+            return self._hand_back(message, delay, "in progress elsewhere")
         if not claim.applied:
             logger.warning("job cannot start from %s", claim.job.status.value if claim.job else "?")
             return "skipped"
@@ -186,8 +204,29 @@ class JobRunner:
                 "error": exc.message,
             },
         )
-        self._show_again(message, delay)
-        raise KeepMessage(f"retry in {delay}s")
+        return self._hand_back(message, delay, f"retry in {delay}s")
+
+    def _last_delivery(self, message: Message) -> bool:
+        return message.receive_count >= self.settings.max_attempts
+
+    def _hand_back(self, message: Message, seconds: int | None, why: str) -> str:
+        """The job could not be finished now: the message comes back after ``seconds`` (None:
+        the queue's visibility timeout). On its last delivery it is queued again as a fresh
+        message and this one acknowledged; otherwise kept (KeepMessage)."""
+        if self._last_delivery(message) and self.services.queue is not None and message.body:
+            try:
+                self.services.queue.send(message.body, delay_seconds=seconds or 0)
+            except SipremsError:
+                logger.exception("could not queue the job again: message kept")
+            else:
+                logger.info(
+                    "last delivery of the message: job queued again",
+                    extra={"receive_count": message.receive_count, "delay_seconds": seconds or 0},
+                )
+                return "requeued"
+        if seconds is not None:
+            self._show_again(message, seconds)
+        raise KeepMessage(why)
 
     def _show_again(self, message: Message, seconds: int) -> None:
         if message.receipt_handle and self.services.queue is not None:
