@@ -8,6 +8,7 @@ started it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -239,7 +240,7 @@ def faults(local_stack) -> Iterator[Faults]:
 
 def function_processes(function_name: str) -> list[int]:
     """Process ids of the function's execution environments (local processes started by the
-    local-process executor, each in its own process group)."""
+    local-process executor, each leading its own process group)."""
     found = []
     for environ in Path("/proc").glob("[0-9]*/environ"):
         try:
@@ -249,29 +250,64 @@ def function_processes(function_name: str) -> list[int]:
         if f"AWS_LAMBDA_FUNCTION_NAME={function_name}".encode() in variables and any(
             v.startswith(b"LOCAL_RUNTIME_HANDLER=") for v in variables
         ):
-            found.append(int(environ.parent.name))
+            pid = int(environ.parent.name)
+            try:
+                if os.getpgid(pid) == pid:  # the runtime itself, not a child inheriting its env
+                    found.append(pid)
+            except ProcessLookupError:
+                continue
     return found
 
 
-def running_below(ancestors: set[int], command_prefix: str) -> int | None:
-    """A process whose command name starts with ``command_prefix`` and that runs below one of
-    ``ancestors`` (reads each process's name first: cheap enough to poll every few ms)."""
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        try:
-            if not comm.read_text().startswith(command_prefix):
+class ChildWatch:
+    """Watches for a new process below ``ancestors`` whose command name starts with
+    ``command_prefix``: processes that exist when the watch is made are left out, and a poll
+    reads only the new ones (cheap enough, every few milliseconds, to catch a process that
+    lives a few tens of milliseconds)."""
+
+    def __init__(self, ancestors: set[int], command_prefix: str) -> None:
+        self.below = set(ancestors)
+        self.prefix = command_prefix
+        self.seen = set(os.listdir("/proc"))
+        self.candidates: set[str] = set()  # new processes below the ancestors, until they exit
+
+    def poll(self) -> int | None:
+        proc = Path("/proc")
+        for name in os.listdir(proc):
+            if name in self.seen or not name.isdigit():
                 continue
-            pid = int(comm.parent.name)
-            parent = pid
-            for _ in range(16):
-                stat = (Path("/proc") / str(parent) / "stat").read_text()
-                parent = int(stat.rsplit(")", 1)[1].split()[1])
-                if parent in ancestors:
-                    return pid
-                if parent <= 1:
-                    break
-        except (OSError, ValueError, IndexError):
-            continue
-    return None
+            self.seen.add(name)
+            try:
+                parent = int((proc / name / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent in self.below:
+                self.below.add(int(name))
+                self.candidates.add(name)
+        for name in list(self.candidates):
+            try:
+                command = (proc / name / "comm").read_text()
+            except OSError:
+                self.candidates.discard(name)
+                continue
+            if command.startswith(self.prefix):  # after the fork's exec
+                return int(name)
+        return None
+
+    def wait(self, timeout_s: float, given_up: Callable[[], bool]) -> int | None:
+        """The process once seen; None when ``given_up()`` (checked about once a second) turns
+        true or the time is up."""
+        deadline = time.monotonic() + timeout_s
+        next_check = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            if (pid := self.poll()) is not None:
+                return pid
+            if time.monotonic() >= next_check:
+                if given_up():
+                    return None
+                next_check = time.monotonic() + 1
+            time.sleep(0.002)
+        return None
 
 
 # -- helpers of the reliability tests ----------------------------------------------------------

@@ -17,11 +17,11 @@ from scripts import stack
 from tests.e2e.conftest import (
     FAULT_VISIBILITY_S,
     TERMINAL,
+    ChildWatch,
     Faults,
     function_processes,
     http,
     model_versions,
-    running_below,
     set_worker_mapping,
     submit_predict,
     submit_train,
@@ -38,25 +38,21 @@ def test_worker_killed_mid_fit_finishes_the_job_once_after_the_visibility_timeou
     sku = "CNF-001"
     worker = service.outputs["WorkerFunctionName"]
     killed = None
-    for _ in range(3):  # a fit lasts a fraction of a second: a training may end before it is seen
+    for _ in range(4):  # a fit lasts a fraction of a second: a training may end before it is seen
         versions_before = model_versions(service, sku)
-        task_id = submit_train(service, sku)
-        wait_for(
-            lambda task_id=task_id: task(service, task_id)["status"] != "PENDING",
-            120,
-            interval_s=0.1,
-            what="the training to start",
-        )
         workers = set(function_processes(worker))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and killed is None:
-            if running_below(workers, "prophet_model") is not None:  # cmdstan: Prophet's fit
-                for pid in workers:
-                    os.killpg(pid, signal.SIGKILL)  # the environment, the fit included
-                killed = time.monotonic()
-            elif task(service, task_id)["status"] in TERMINAL:
-                break
-        if killed is not None:
+        if not workers:  # no warm worker yet: a first training starts one
+            wait_task(service, submit_train(service, sku))
+            continue
+        watch = ChildWatch(workers, "prophet_model")  # cmdstan: Prophet's fit, a child
+        task_id = submit_train(service, sku)
+        fit = watch.wait(
+            60, given_up=lambda task_id=task_id: task(service, task_id)["status"] in TERMINAL
+        )
+        if fit is not None:
+            for pid in workers:
+                os.killpg(pid, signal.SIGKILL)  # the environment, the fit included
+            killed = time.monotonic()
             break
         wait_task(service, task_id)
     assert killed is not None, "no training was caught in a Prophet fit"
