@@ -35,7 +35,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             record.body,
             record.receipt_handle,
             remaining_seconds,
-            int(record.attributes.approximate_receive_count or 1),
+            int(record.attributes.get("ApproximateReceiveCount") or 1),
         )
 
     return process_partial_response(
