@@ -77,6 +77,15 @@ def test_create_is_conditional(jobs_store):
     assert jobs_store.get("no-such-task") is None
 
 
+def test_create_or_get_answers_the_existing_job_from_the_failed_condition(jobs_store):
+    job = predict_job()
+    assert jobs_store.create_or_get(job) == (True, job)
+    jobs_store.mark_started(job.task_id, stale_after=timedelta(minutes=5))
+    created, existing = jobs_store.create_or_get(job.model_copy(update={"product_sku": "X"}))
+    assert created is False
+    assert existing.status is JobStatus.STARTED and existing.product_sku == "BRD-001"
+
+
 def test_started_once_then_in_progress_then_taken_over_when_stale(jobs_store):
     job = predict_job()
     jobs_store.create(job)

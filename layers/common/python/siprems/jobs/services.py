@@ -22,7 +22,13 @@ from siprems.queue import DeadLetterQueue, JobQueue
 if TYPE_CHECKING:
     from siprems.sales.repository import SalesRepository
 
-_BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5)
+# Connections each AWS client keeps: as many as the train_all fan-out's threads.
+CLIENT_POOL_SIZE = 16
+_BOTO_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3},
+    connect_timeout=5,
+    max_pool_connections=CLIENT_POOL_SIZE,
+)
 
 
 class InvokeFailedError(TransientError):
