@@ -75,11 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     fake_aws_environment()
     from moto import mock_aws
 
-    endpoint = None
-    if args.localstack:
-        from scripts.stack import ENDPOINT as endpoint
+    from bench.perf_stack import localstack_running
 
-    with contextlib.nullcontext() if endpoint else mock_aws():
+    with localstack_running() if args.localstack else mock_aws() as entered:
+        endpoint = entered if args.localstack else None
         if endpoint:
             delete_resources(endpoint)
         try:

@@ -167,13 +167,18 @@ def main(argv: list[str] | None = None) -> int:
                     "failures": failures,
                     "parent_status": status,
                     "peak_rss_mib": [round(r["peak_rss_kib"] / 1024) for r in reports],
+                    "cpu_s_per_sku": round(
+                        sum(r["cpu_seconds"] for r in reports) / max(fan_out.total, 1), 3
+                    ),
+                    "load_average_after": [round(x, 2) for x in os.getloadavg()],
                 }
                 print(
                     f"{workers} worker process(es), {fan_out.total} SKUs: {wall_ms / 1000:.1f} s "
                     f"from cold ({runs[str(workers)]['skus_per_minute_wall']:.0f} SKUs/min), "
                     f"training batches {busy_ms / 1000:.1f} s "
                     f"({runs[str(workers)]['skus_per_minute_training']:.0f} SKUs/min); "
-                    f"parent {status}, {failures} failures"
+                    f"parent {status}, {failures} failures; CPU "
+                    f"{runs[str(workers)]['cpu_s_per_sku']:.2f} s per SKU"
                 )
     finally:
         server.stop()
