@@ -160,7 +160,7 @@ def runtime_env(project_python: str) -> dict[str, str]:
             "DISABLE_EVENTS": "1",
             # LocalStack writes each SQS message's CloudWatch metrics (sent, size, received,
             # deleted) to SQLite with a connection and a commit apiece: three quarters of its
-            # CPU in a train-all fan-out. Off; queue depths stay readable through SQS itself.
+            # CPU while sending batches. Off; queue depths stay readable through SQS itself.
             "SQS_DISABLE_CLOUDWATCH_METRICS": "1",
             # SQS event source mappings: LocalStack waits 1 s after each batch and up to 10 s
             # after an empty poll; Lambda's pollers long-poll, so a queued job starts at once.
