@@ -108,7 +108,7 @@ def train_all_section() -> None:
     runs = train_all_runs()
     if not runs:
         return
-    print("### nightly train-all (moto server, embedded PostgreSQL, worker processes)\n")
+    print("### nightly train-all (embedded PostgreSQL, worker processes; AWS as each run says)\n")
     print(
         "| SKUs | worker processes | wall from cold s | SKUs/min (wall) | training batches s "
         "| SKUs/min (batches) | CPU s per SKU | parent | run (UTC), load average |"
@@ -121,7 +121,8 @@ def train_all_section() -> None:
             f"{run['skus_per_minute_wall']:.0f} | {run['training_batches_s']:.1f} | "
             f"{run['skus_per_minute_training']:.0f} | {f'{cpu:.2f}' if cpu else 'n/a'} | "
             f"{run['parent_status']}, {run['failures']} failed | "
-            f"{result['generated_at'][11:16]}, {result['machine']['load_average']} |"
+            f"{result['generated_at'][11:16]}, {result['machine']['load_average']}"
+            f"{', LocalStack' if 'LocalStack' in result['protocol']['aws'] else ''} |"
         )
     print()
 
@@ -189,7 +190,7 @@ def aws_section() -> None:
     cpu = run["cpu_s_per_sku"]
     print(
         f"### AWS nightly retrain from {cpu:.2f} CPU s per SKU (train-all of {run['skus']:,} SKUs"
-        f", {run['workers']} workers); ${PRICE_PER_GB_SECOND} per GB-s, "
+        f", {run['workers']} workers); ${PRICE_PER_GB_SECOND:.10f} per GB-s, "
         f"${PRICE_PER_MILLION_REQUESTS} per million requests; workers of {ONE_VCPU_MB} MB; "
         f"fan-out {fanout * 1000:.1f} ms of CPU per child\n"
     )
