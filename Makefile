@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: venv test demo bench perf lint clean sam-local up down e2e token
+.PHONY: venv test demo bench perf perf-stack lint clean sam-local up down e2e token
 
 venv:
 	@scripts/bootstrap.sh
@@ -30,6 +30,15 @@ perf: venv
 	$(PY) -m bench.perf_compute
 	$(PY) -m bench.perf_train_all
 	$(PY) -m bench.perf_enqueue --children 1000 --name perf_enqueue_1000
+
+## perf-stack: the measurements through the local stack (starts LocalStack and PostgreSQL if they
+## are not running and stops them after): submit latency and where it goes, submit-to-result,
+## the train-all fan-out of 10,000 children against LocalStack (about 15 minutes)
+perf-stack: venv
+	@scripts/bootstrap.sh sam
+	@python3 localstack/launcher.py install
+	PYTHONPATH=layers/common/python:. $(PY) -m bench.perf_stack $(ARGS)
+	PYTHONPATH=layers/common/python:. $(PY) -m bench.perf_enqueue --localstack --children 10000 --name perf_enqueue_localstack
 
 lint: venv
 	$(PY) -m ruff check layers functions tests bench scripts client

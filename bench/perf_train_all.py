@@ -20,6 +20,7 @@ Writes ``bench/results/perf_train_all.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -127,21 +128,40 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.perf_train_all")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--skus", type=int, default=6, help="more than 6: add derived series")
+    parser.add_argument(
+        "--localstack",
+        action="store_true",
+        help="AWS is the running LocalStack, not a moto server (moto's SQS receives slow down "
+        "with the square of a queue's length: 1,000 queued children take many minutes)",
+    )
     args = parser.parse_args(argv)
     fake_aws_environment()
 
     from moto.server import ThreadedMotoServer
 
+    from bench.perf_enqueue import delete_resources
+    from bench.perf_stack import localstack_running
+
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    if args.localstack:
+        server = contextlib.nullcontext()
+        aws = localstack_running()
+    else:
+        port = free_port()
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        aws = contextlib.nullcontext(f"http://127.0.0.1:{port}")
     runs: dict[str, Any] = {}
-    try:
+    with aws as endpoint, contextlib.ExitStack() as cleanup:
+        if args.localstack:
+            delete_resources(endpoint)
+            cleanup.callback(delete_resources, endpoint)
+        else:
+            server.start()
+            cleanup.callback(server.stop)
         with database_url() as url:
             if args.skus > 6:
                 os.environ["DATABASE_URL"] = derived_database(url, args.skus)
-            create_resources(f"http://127.0.0.1:{port}")
+            create_resources(endpoint)
             from siprems.jobs.fanout import train_all
             from siprems.jobs.model import Job, JobType
             from siprems.jobs.services import get_services
@@ -167,21 +187,30 @@ def main(argv: list[str] | None = None) -> int:
                     "failures": failures,
                     "parent_status": status,
                     "peak_rss_mib": [round(r["peak_rss_kib"] / 1024) for r in reports],
+                    "cpu_s_per_sku": round(
+                        sum(r["cpu_seconds"] for r in reports) / max(fan_out.total, 1), 3
+                    ),
+                    "load_average_after": [round(x, 2) for x in os.getloadavg()],
                 }
                 print(
                     f"{workers} worker process(es), {fan_out.total} SKUs: {wall_ms / 1000:.1f} s "
                     f"from cold ({runs[str(workers)]['skus_per_minute_wall']:.0f} SKUs/min), "
                     f"training batches {busy_ms / 1000:.1f} s "
                     f"({runs[str(workers)]['skus_per_minute_training']:.0f} SKUs/min); "
-                    f"parent {status}, {failures} failures"
+                    f"parent {status}, {failures} failures; CPU "
+                    f"{runs[str(workers)]['cpu_s_per_sku']:.2f} s per SKU"
                 )
-    finally:
-        server.stop()
+    name = "perf_train_all" if args.skus <= 6 else f"perf_train_all_{args.skus}"
     write_result(
-        "perf_train_all" if args.skus <= 6 else f"perf_train_all_{args.skus}",
+        name + ("_localstack" if args.localstack else ""),
         {
             "protocol": {
-                "aws": "moto server on 127.0.0.1 (HTTP), resources from template.yaml",
+                "aws": (
+                    f"LocalStack on the host at {endpoint} (HTTP)"
+                    if args.localstack
+                    else "moto server on 127.0.0.1 (HTTP)"
+                )
+                + ", resources from template.yaml",
                 "skus": "the 6 Kiel products (real series)"
                 + (f" and {args.skus - 6} derived from them" if args.skus > 6 else ""),
                 "batch_size": BATCH_SIZE,

@@ -45,6 +45,12 @@ def peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> int:
     events = json.loads(Path(sys.argv[1]).read_text())
     started = time.perf_counter()
@@ -79,6 +85,8 @@ def main() -> int:
                 "batches": batches,
                 "first_result_epoch": first_result_epoch,
                 "peak_rss_kib": peak_rss_kib(),
+                # CPU of this process and its finished children (cmdstan runs as one).
+                "cpu_seconds": cpu_seconds(),
                 "modules_loaded": {
                     name: name in sys.modules
                     for name in ("prophet", "matplotlib", "pandas", "cmdstanpy", "plotly")

@@ -3,6 +3,8 @@ train_all function; children run in the worker; the parent reports their progres
 
 from __future__ import annotations
 
+import json
+
 from siprems.jobs.model import child_task_id, scheduled_parent_id
 
 from tests.fixtures.app import api_event, invoke, load_event, response_json
@@ -133,3 +135,39 @@ def test_training_all_event_without_parent_or_schedule_is_refused(app):
 
     with pytest.raises(InvalidInputError):
         invoke("train_all", {"hello": "world"})
+
+
+def test_fan_out_queues_each_child_once_and_a_rerun_only_those_still_waiting(app):
+    """Children are written and queued in batches from threads: each exactly once."""
+    from datetime import timedelta
+
+    from siprems.jobs.fanout import train_all
+    from siprems.jobs.model import Job, JobType
+
+    from bench.perf_enqueue import DerivedSkus
+
+    services = app.services
+    services.sales = DerivedSkus(23)  # three SQS batches, the last one partial
+    parent = Job.new(JobType.TRAIN_ALL)
+    services.store.create(parent)
+    expected = {child_task_id(parent.task_id, f"DRV-{i:05d}") for i in range(23)}
+
+    def queued_ids():
+        ids = []
+        while messages := app.receive():
+            ids += [json.loads(m["Body"])["task_id"] for m in messages]
+        return ids
+
+    first = train_all(services, parent.task_id)
+    assert (first.total, first.created, first.queued) == (23, 23, 23)
+    ids = queued_ids()
+    assert len(ids) == 23 and set(ids) == expected
+
+    running, finished = sorted(expected)[:2]
+    services.store.mark_started(running, stale_after=timedelta(minutes=5))
+    started = services.store.mark_started(finished, stale_after=timedelta(minutes=5)).job
+    services.store.mark_succeeded(started, result_key="models/x")
+    again = train_all(services, parent.task_id)
+    assert (again.created, again.queued) == (0, 21)
+    assert sorted(queued_ids()) == sorted(expected - {running, finished})
+    assert len(app.items()) == 24

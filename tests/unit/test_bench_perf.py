@@ -30,3 +30,21 @@ def test_derived_skus_are_distinct_and_sorted_like_the_database_list():
         skus = sales.list_skus()
     assert len(set(skus)) == 1000
     assert skus == sorted(skus) and skus[0] == "DRV-00000" and skus[-1] == "DRV-00999"
+
+
+def test_nightly_retrain_cost_and_time_from_cpu_per_sku():
+    from bench.perf_report import PRICE_PER_GB_SECOND, nightly_retrain
+
+    one_vcpu = nightly_retrain(10_000, 1.0, 100)
+    assert one_vcpu["gb_seconds"] == 10_000 * 1769 / 1024
+    assert one_vcpu["minutes"] == 10_000 * 1.0 / 100 / 60
+    requests_cost = 2_000 * 0.20 / 1_000_000  # batches of 5
+    assert one_vcpu["cost_usd"] == one_vcpu["gb_seconds"] * PRICE_PER_GB_SECOND + requests_cost
+    # Half the memory: half a vCPU, twice the time, the same GB-s.
+    half = nightly_retrain(10_000, 1.0, 100, memory_mb=1769 // 2)
+    assert abs(half["gb_seconds"] - one_vcpu["gb_seconds"]) < 10
+    assert half["minutes"] > 1.99 * one_vcpu["minutes"]
+    # The fan-out's time adds up child by child (one invocation).
+    assert nightly_retrain(10_000, 1.0, 100, fanout_s_per_child=0.003)["minutes"] == (
+        pytest.approx(one_vcpu["minutes"] + 30 / 60)
+    )

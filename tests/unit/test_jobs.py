@@ -77,6 +77,15 @@ def test_create_is_conditional(jobs_store):
     assert jobs_store.get("no-such-task") is None
 
 
+def test_create_or_get_answers_the_existing_job_from_the_failed_condition(jobs_store):
+    job = predict_job()
+    assert jobs_store.create_or_get(job) == (True, job)
+    jobs_store.mark_started(job.task_id, stale_after=timedelta(minutes=5))
+    created, existing = jobs_store.create_or_get(job.model_copy(update={"product_sku": "X"}))
+    assert created is False
+    assert existing.status is JobStatus.STARTED and existing.product_sku == "BRD-001"
+
+
 def test_started_once_then_in_progress_then_taken_over_when_stale(jobs_store):
     job = predict_job()
     jobs_store.create(job)
@@ -222,3 +231,33 @@ def test_rate_has_no_computable_next_run_and_garbage_is_refused():
     assert next_run("rate(1 day)") is None
     with pytest.raises(InvalidInputError):
         next_run("every night")
+
+
+def test_a_known_product_is_not_looked_up_again_until_its_time_is_up():
+    """The submit function's product check: found products are remembered for a while,
+    unknown ones are looked up every time (a new product is accepted at once)."""
+    from contextlib import contextmanager
+
+    from siprems.jobs.services import SalesDatabase
+
+    lookups = []
+
+    class Repository:
+        def product_exists(self, sku):
+            lookups.append(sku)
+            return sku == "BRD-001"
+
+    class Database(SalesDatabase):
+        @contextmanager
+        def repository(self):
+            yield Repository()
+
+    now = [0.0]
+    sales = Database(settings=None, clock=lambda: now[0])
+    assert sales.product_exists("BRD-001") and sales.product_exists("BRD-001")
+    assert lookups == ["BRD-001"]
+    assert not sales.product_exists("NOPE-001") and not sales.product_exists("NOPE-001")
+    assert lookups == ["BRD-001", "NOPE-001", "NOPE-001"]
+    now[0] = SalesDatabase.KNOWN_PRODUCT_SECONDS + 1
+    assert sales.product_exists("BRD-001")
+    assert lookups.count("BRD-001") == 2

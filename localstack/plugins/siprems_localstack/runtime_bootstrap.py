@@ -108,13 +108,16 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+# The endpoint is LocalStack on the loopback interface; no proxy applies. Built once: an
+# opener loads the system's CA certificates, which cost more than the invocation itself.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def post(url: str, body: bytes, content_type: str = "application/json") -> None:
     request = urllib.request.Request(  # noqa: S310 (http to LocalStack)
         url, data=body, method="POST", headers={"Content-Type": content_type}
     )
-    # The endpoint is LocalStack on the loopback interface; no proxy applies.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(request, timeout=30) as answer:  # noqa: S310 (http to LocalStack)
+    with OPENER.open(request, timeout=30) as answer:  # noqa: S310 (http to LocalStack)
         answer.read()
 
 

@@ -9,13 +9,15 @@ put, so a re-run re-queues only children still waiting and creates nothing twice
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from siprems.errors import NotFoundError
 from siprems.jobs.model import Job, JobStatus, JobType, child_task_id, scheduled_parent_id
-from siprems.jobs.services import Services
+from siprems.jobs.services import CLIENT_POOL_SIZE, Services
 from siprems.jobs.store import Outcome
 from siprems.observability import MetricUnit, logger, metrics
+from siprems.queue import SQS_BATCH_LIMIT
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,8 @@ def train_all(services: Services, parent_id: str) -> FanOut:
             # Another run started it first: use the list it froze.
             skus = store.parent_skus(parent_id) or []
 
-    created = 0
-    to_queue: list[dict] = []
-    for sku in skus:
-        child = Job.new(
+    children = [
+        Job.new(
             JobType.TRAIN,
             task_id=child_task_id(parent_id, sku),
             product_sku=sku,
@@ -72,14 +72,29 @@ def train_all(services: Services, parent_id: str) -> FanOut:
             requested_by=parent.requested_by,
             ttl_days=services.settings.job_ttl_days,
         )
-        if store.create(child):
-            created += 1
-            to_queue.append(child.message())
-        else:
-            existing = store.get(child.task_id)
-            if existing is not None and existing.status is JobStatus.PENDING:
+        for sku in skus
+    ]
+
+    def create_and_queue(chunk: list[Job]) -> tuple[int, int]:
+        """One SQS batch worth of children: conditional puts, then one SendMessageBatch."""
+        created, to_queue = 0, []
+        for child in chunk:
+            new, existing = store.create_or_get(child)
+            if new:
+                created += 1
+                to_queue.append(child.message())
+            elif existing is not None and existing.status is JobStatus.PENDING:
                 to_queue.append(existing.message())  # may never have been sent
-    queued = queue.send_batch(to_queue) if to_queue else 0
+        return created, queue.send_batch(to_queue) if to_queue else 0
+
+    # Each child costs a round trip to DynamoDB (a conditional put: BatchWriteItem has no
+    # conditions) and a tenth of one to SQS: threads overlap them. An error in any thread
+    # fails the run, which is then retried as a whole (safe: see the module's docstring).
+    chunks = [children[i : i + SQS_BATCH_LIMIT] for i in range(0, len(children), SQS_BATCH_LIMIT)]
+    with ThreadPoolExecutor(max_workers=CLIENT_POOL_SIZE) as pool:
+        results = list(pool.map(create_and_queue, chunks))
+    created = sum(c for c, _ in results)
+    queued = sum(q for _, q in results)
     if created:
         metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=created)
     if not skus:

@@ -21,9 +21,8 @@ from siprems.observability import MetricUnit, logger, metrics
 
 def require_product(services: Services, sku: str) -> None:
     """UnknownSkuError (404) before anything is written."""
-    with services.sales.repository() as sales:
-        if not sales.product_exists(sku):
-            raise UnknownSkuError(sku)
+    if not services.sales.product_exists(sku):
+        raise UnknownSkuError(sku)
 
 
 def submit(services: Services, job: Job) -> Job:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,7 +23,13 @@ from siprems.queue import DeadLetterQueue, JobQueue
 if TYPE_CHECKING:
     from siprems.sales.repository import SalesRepository
 
-_BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5)
+# Connections each AWS client keeps: as many as the train_all fan-out's threads.
+CLIENT_POOL_SIZE = 16
+_BOTO_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3},
+    connect_timeout=5,
+    max_pool_connections=CLIENT_POOL_SIZE,
+)
 
 
 class InvokeFailedError(TransientError):
@@ -33,8 +40,27 @@ class SalesDatabase:
     """A connection per use: Lambda containers freeze between requests, so a kept
     connection would often be dead; connecting costs milliseconds."""
 
-    def __init__(self, settings: Settings) -> None:
+    # A product found in the database is not looked up again for this long by the same
+    # container: the check before every submit is then no connection and no query. Only
+    # products that exist are remembered, so a new product is accepted at once; a deleted
+    # one can still be submitted for this long, and its job then fails as an unknown SKU.
+    KNOWN_PRODUCT_SECONDS = 300.0
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
+        self._clock = clock
+        self._known_until: dict[str, float] = {}
+
+    def product_exists(self, sku: str) -> bool:
+        if self._known_until.get(sku, 0.0) > self._clock():
+            return True
+        with self.repository() as sales:
+            exists = sales.product_exists(sku)
+        if exists:
+            if len(self._known_until) >= 10_000:  # bounded: a warm container's memory
+                self._known_until.clear()
+            self._known_until[sku] = self._clock() + self.KNOWN_PRODUCT_SECONDS
+        return exists
 
     @contextmanager
     def repository(self) -> Iterator[SalesRepository]:

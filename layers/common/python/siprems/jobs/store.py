@@ -59,22 +59,31 @@ class Transition:
 
 class JobStore:
     def __init__(self, dynamodb_resource: Any, table_name: str) -> None:
-        self._table = dynamodb_resource.Table(table_name)
-        self._client = self._table.meta.client  # accepts plain Python values, like the Table
+        # The resource's client takes and returns plain Python values, like a Table, and
+        # unlike a Table it is thread-safe (the train_all fan-out writes from threads).
+        self._client = dynamodb_resource.meta.client
         self.table_name = table_name
 
     # --- create / read ----------------------------------------------------------------------
     def create(self, job: Job) -> bool:
         """Put a new job; False (and nothing written) if one with this id exists."""
+        return self.create_or_get(job)[0]
+
+    def create_or_get(self, job: Job) -> tuple[bool, Job | None]:
+        """Put a new job: (True, job), or (False, the existing job) if one with this id
+        exists, read from the failed condition's answer rather than another round trip."""
         try:
             self._call(
                 "put_item",
                 Item=_dynamo(job.to_item()),
                 ConditionExpression="attribute_not_exists(task_id)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except _ConditionFailed:
-            return False
-        return True
+        except _ConditionFailed as failed:
+            if failed.item is not None:
+                return False, Job.from_item(failed.item)
+            return False, self.get(job.task_id)
+        return True, job
 
     def get(self, task_id: str) -> Job | None:
         response = self._call("get_item", Key={"task_id": task_id}, ConsistentRead=True)
@@ -347,7 +356,6 @@ class JobStore:
     def _update_raw(
         self, task_id: str, request: dict[str, Any], *, busy_if_started: bool = False
     ) -> Transition:
-        request = {k: v for k, v in request.items() if k != "TableName"}
         try:
             response = self._call(
                 "update_item",
@@ -368,11 +376,10 @@ class JobStore:
         return _classified(job, busy_if_started)
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
-        method = getattr(
-            self._table if operation != "transact_write_items" else self._client, operation
-        )
+        if operation != "transact_write_items":
+            kwargs["TableName"] = self.table_name
         try:
-            return method(**kwargs)
+            return getattr(self._client, operation)(**kwargs)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code == "ConditionalCheckFailedException":
