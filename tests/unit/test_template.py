@@ -304,9 +304,7 @@ def test_each_function_has_its_own_role_and_no_managed_policies(transformed):
 
 def test_no_wildcard_action_or_resource_beyond_the_documented_exceptions(transformed):
     vpc_functions = {
-        name
-        for name in FUNCTIONS
-        if "VpcConfig" in transformed["Resources"][name]["Properties"]
+        name for name in FUNCTIONS if "VpcConfig" in transformed["Resources"][name]["Properties"]
     }
     for folder, (name, _, role) in function_roles(transformed).items():
         for statement, condition in statements_of(role):
@@ -359,8 +357,7 @@ def test_the_database_secret_reaches_only_functions_whose_code_reads_sales(trans
     for folder, (_, function, role) in function_roles(transformed).items():
         environment = references(function["Properties"].get("Environment", {}))
         secret = any(
-            "secretsmanager:GetSecretValue" in as_list(s["Action"])
-            for s, _ in statements_of(role)
+            "secretsmanager:GetSecretValue" in as_list(s["Action"]) for s, _ in statements_of(role)
         )
         assert bool(environment & database) == secret, folder
         if secret:

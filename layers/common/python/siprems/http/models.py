@@ -116,5 +116,8 @@ def responses(
             answer["content"] = {JSON: {"model": model}}
         documented[status] = answer
     for status in errors:
-        documented[status] = {"description": ERRORS[status], "content": {JSON: {"model": ErrorBody}}}
+        documented[status] = {
+            "description": ERRORS[status],
+            "content": {JSON: {"model": ErrorBody}},
+        }
     return documented
