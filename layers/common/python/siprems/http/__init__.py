@@ -50,6 +50,13 @@ def new_resolver() -> APIGatewayRestResolver:
             logger.info("request refused", extra={"error_type": exc.code, "error": exc.message})
         return error_response(exc)
 
+    @app.exception_handler(UnicodeDecodeError)
+    def _not_text(_: UnicodeDecodeError) -> Response:
+        # A binary body reaches the function base64-encoded; decoding it as JSON text fails.
+        return json_response(
+            400, error_body("request body is not valid JSON (not UTF-8 text)", "invalid_json")
+        )
+
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response:
         errors = exc.errors()
