@@ -1,0 +1,108 @@
+"""No token or secret in any log line: everything the authorizer, the API functions and the
+worker write (Powertools JSON logs on stdout, the logging module, stderr) while they handle
+valid and bad tokens and read sales with a database password, is captured and searched for
+JWT-shaped strings, each token sent, the signing key and the password."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+
+import requests
+from siprems.auth import mint_token
+from siprems.observability import logger as service_logger
+
+from scripts.gen_events import SAMPLE_SIGNING_KEY
+from tests.fixtures.gateway import gateway  # noqa: F401 - the fixture
+from tests.fixtures.tokens import PREDICT_BODY, bad_tokens
+
+# header.claims.signature, base64url, the header starting with '{"' (eyJ)
+JWT_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+
+
+def leaks(text: str, secrets_: list[str]) -> list[str]:
+    """What a log text reveals: JWT-shaped strings and any of the secrets (or a token's
+    signature alone)."""
+    found = [f"JWT-shaped: {m.group(0)[:40]}..." for m in JWT_SHAPED.finditer(text)]
+    for secret in secrets_:
+        parts = [secret]
+        if secret.count(".") == 2 and secret.rsplit(".", 1)[1]:
+            parts.append(secret.rsplit(".", 1)[1])  # a signature alone is as bad
+        found += [f"secret: {p[:12]}..." for p in parts if p and p in text]
+    return found
+
+
+def with_password(url: str, password: str) -> str:
+    """The database URL with a password (the test cluster trusts local users and ignores it)."""
+    scheme, rest = url.split("://", 1)
+    user, at, host = rest.partition("@")
+    return f"{scheme}://{user}:{password}@{host}" if at else url
+
+
+def test_leaks_finds_tokens_and_secrets():
+    token = mint_token(SAMPLE_SIGNING_KEY, user_id=1, email="e@example.com")
+    assert leaks(f"refused {token}", [])
+    assert leaks("sig " + token.rsplit(".", 1)[1], [token])
+    assert leaks(f"key={SAMPLE_SIGNING_KEY}", [SAMPLE_SIGNING_KEY])
+    assert leaks('{"level":"INFO","message":"token refused"}', [token]) == []
+
+
+def test_no_token_or_secret_in_any_log_line(app, gateway, capfd, caplog, monkeypatch):  # noqa: F811
+    from siprems.config import load_settings
+    from siprems.jobs import services as services_module
+
+    password = "pw-" + secrets.token_hex(12)
+    database_url = with_password(load_settings().database_url, password)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    load_settings.cache_clear()
+    services_module.get_services.cache_clear()
+    caplog.set_level(logging.DEBUG)
+    level = service_logger.log_level
+    service_logger.setLevel("DEBUG")  # debug lines too
+    user = mint_token(SAMPLE_SIGNING_KEY, user_id=7, email="clerk@example.com")
+    admin = mint_token(SAMPLE_SIGNING_KEY, user_id=1, email="boss@example.com", role="admin")
+    cases = bad_tokens(SAMPLE_SIGNING_KEY)
+    sent = [user, admin] + [c.header.removeprefix("Bearer ") for c in cases if c.header]
+    try:
+        with requests.Session() as http:
+            http.trust_env = False
+
+            def call(method: str, path: str, token_header: str | None, **kwargs):
+                headers = {"Authorization": token_header} if token_header else {}
+                return http.request(
+                    method, gateway.url + path, headers=headers, timeout=120, **kwargs
+                )
+
+            for case in cases:  # every bad token, on a user and an admin route
+                assert (
+                    call("POST", "/api/predict/async", case.header, json=PREDICT_BODY).status_code
+                    == 401
+                )
+                assert call("GET", "/api/admin/dlq", case.header).status_code == 401
+            bearer = f"Bearer {user}"
+            queued = call("POST", "/api/predict/async", bearer, json=PREDICT_BODY)
+            assert queued.status_code == 202, queued.text
+            task_id = queued.json()["task_id"]
+            deadline = time.monotonic() + 120
+            while (answer := call("GET", f"/api/tasks/{task_id}", bearer)).status_code == 202:
+                assert time.monotonic() < deadline, answer.text
+            assert answer.json()["status"] == "SUCCESS", answer.text  # the worker read sales
+            assert call("POST", "/api/predict/async", bearer, json={"days": 7}).status_code == 422
+            assert call("GET", "/api/admin/status", f"Bearer {admin}").status_code == 200
+            assert call("GET", "/api/admin/dlq", bearer).status_code == 403
+            # the database unreachable: the error is logged, its password must not be
+            monkeypatch.setenv("DATABASE_URL", database_url.replace("siprems?", "siprems?port=1&"))
+            load_settings.cache_clear()
+            services_module.get_services.cache_clear()
+            down = call("POST", "/api/tasks/training/product/BRD-001", bearer)
+            assert down.status_code == 503, down.text
+    finally:
+        service_logger.setLevel(level)
+    captured = capfd.readouterr()
+    text = "\n".join([captured.out, captured.err, caplog.text])
+    assert '"message":"token refused"' in text  # the logs were captured
+    assert "database_unavailable" in text
+    print(f"searched {len(text.splitlines())} log lines for {len(sent)} tokens and 2 secrets")
+    assert leaks(text, [*sent, SAMPLE_SIGNING_KEY, password]) == []
