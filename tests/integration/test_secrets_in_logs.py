@@ -6,7 +6,6 @@ JWT-shaped strings, each token sent, the signing key and the password."""
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import time
 
@@ -16,29 +15,7 @@ from siprems.observability import logger as service_logger
 
 from scripts.gen_events import SAMPLE_SIGNING_KEY
 from tests.fixtures.gateway import gateway  # noqa: F401 - the fixture
-from tests.fixtures.tokens import PREDICT_BODY, bad_tokens
-
-# header.claims.signature, base64url, the header starting with '{"' (eyJ)
-JWT_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-
-
-def leaks(text: str, secrets_: list[str]) -> list[str]:
-    """What a log text reveals: JWT-shaped strings and any of the secrets (or a token's
-    signature alone)."""
-    found = [f"JWT-shaped: {m.group(0)[:40]}..." for m in JWT_SHAPED.finditer(text)]
-    for secret in secrets_:
-        parts = [secret]
-        if secret.count(".") == 2 and secret.rsplit(".", 1)[1]:
-            parts.append(secret.rsplit(".", 1)[1])  # a signature alone is as bad
-        found += [f"secret: {p[:12]}..." for p in parts if p and p in text]
-    return found
-
-
-def with_password(url: str, password: str) -> str:
-    """The database URL with a password (the test cluster trusts local users and ignores it)."""
-    scheme, rest = url.split("://", 1)
-    user, at, host = rest.partition("@")
-    return f"{scheme}://{user}:{password}@{host}" if at else url
+from tests.fixtures.tokens import PREDICT_BODY, bad_tokens, leaks, with_password
 
 
 def test_leaks_finds_tokens_and_secrets():

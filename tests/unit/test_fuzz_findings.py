@@ -66,3 +66,20 @@ def test_every_answer_a_route_gives_is_documented():
     assert {"200", "202", "401", "404"} <= statuses[("get", "/api/tasks/{task_id}")]
     assert {"200", "401", "404", "409"} <= statuses[("post", "/api/tasks/{task_id}/cancel")]
     assert "HTTPValidationError" not in json.dumps(document)
+
+
+@pytest.mark.parametrize(
+    ("days", "accepted"),
+    [(7.0, True), (365.0, True), (7.5, False), ("7", False), (True, False), (0.0, False)],
+)
+def test_days_written_as_an_integral_number_is_an_integer(days, accepted):
+    """Found: {"days": 7.0} is an integer for JSON Schema (and so for the document), but the
+    strict check refused it with 422; text, booleans and fractions stay refused."""
+    from pydantic import ValidationError
+    from siprems.http.models import PredictRequest
+
+    if accepted:
+        assert PredictRequest.model_validate({"product_sku": "BRD-001", "days": days}).days == days
+    else:
+        with pytest.raises(ValidationError):
+            PredictRequest.model_validate({"product_sku": "BRD-001", "days": days})

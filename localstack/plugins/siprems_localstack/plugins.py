@@ -1,7 +1,11 @@
 """Entry points of the plugins (see pyproject.toml)."""
 
+import logging
+
 from localstack.runtime import hooks
 from localstack.services.lambda_.invocation.plugins import RuntimeExecutorPlugin
+
+LOG = logging.getLogger(__name__)
 
 
 class LocalProcessRuntimeExecutorPlugin(RuntimeExecutorPlugin):
@@ -96,8 +100,15 @@ def apply_gateway_responses():
     handler = gateway_exception.GatewayExceptionHandler
     original_answer = handler.create_exception_response
 
-    def create_exception_response(exception, context):
-        answer = original_answer(exception, context)
+    def create_exception_response(self, exception, context):
+        answer = original_answer(self, exception, context)
+        try:
+            return configured_answer(answer, exception, context)
+        except Exception:  # noqa: BLE001 - a failing error step would answer 200 with no body
+            LOG.exception("gateway response %s could not be applied", exception.type)
+            return answer
+
+    def configured_answer(answer, exception, context):
         configured = get_gateway_response_or_default(
             exception.type, context.deployment.rest_api.gateway_responses
         )
@@ -114,4 +125,4 @@ def apply_gateway_responses():
         headers.pop("Content-Length", None)
         return Response(response=body, headers=headers, status=answer.status_code)
 
-    handler.create_exception_response = staticmethod(create_exception_response)
+    handler.create_exception_response = create_exception_response

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from siprems.jobs.model import JobStatus
 
@@ -15,7 +15,19 @@ SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 Sku = Annotated[str, Field(pattern=SKU_PATTERN, description="Product SKU, e.g. BRD-001")]
-Days = Annotated[int, Field(ge=1, le=365, strict=True, description="Days to forecast (1..365)")]
+
+
+def _integral_number(value: Any) -> Any:
+    """JSON (and the document's ``integer``) counts 7.0 as the integer 7; text and booleans
+    stay refused by the strict check."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Days = Annotated[
+    int,
+    Field(ge=1, le=365, strict=True, description="Days to forecast (1..365)"),
+    BeforeValidator(_integral_number),
+]
 
 
 class PredictRequest(BaseModel):
