@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import requests
 
 from scripts import stack
@@ -33,6 +34,7 @@ def jobs_requested_by(service, users: set[str]) -> list[dict]:
     ]
 
 
+@pytest.mark.timeout(900)  # about 360 requests, each through the authorizer function
 def test_every_bad_token_is_401_on_every_route_and_writes_nothing(service):
     submitted = requests.post(
         f"{service.base}/api/predict/async",
@@ -47,7 +49,7 @@ def test_every_bad_token_is_401_on_every_route_and_writes_nothing(service):
     cases = bad_tokens(service.secret, user_id=MATRIX_USER)
 
     started = time.monotonic()
-    answers = send_matrix(service.base, AUTHORIZED, cases, values)
+    answers = send_matrix(service.base, AUTHORIZED, cases, values, workers=4)
     elapsed = time.monotonic() - started
     print(
         f"auth matrix (local stack): {len(answers)} requests ({len(cases)} bad tokens x "

@@ -83,3 +83,20 @@ def test_days_written_as_an_integral_number_is_an_integer(days, accepted):
     else:
         with pytest.raises(ValidationError):
             PredictRequest.model_validate({"product_sku": "BRD-001", "days": days})
+
+
+@pytest.mark.parametrize(
+    "content_type", ["multipart/form-data", "multipart/form-data; charset=utf-8", "text/plain"]
+)
+def test_a_body_that_is_not_json_is_415_with_the_error_body(content_type):
+    """Found: a multipart content type without a boundary made the body parsing raise
+    ValueError (the function failed: 502), and other media types got Powertools' own 415 body,
+    undocumented."""
+    request = copy.deepcopy(api_event("submit/predict-async.json"))
+    request["headers"]["Content-Type"] = content_type
+    request["multiValueHeaders"]["Content-Type"] = [content_type]
+    response = invoke("submit", request)
+    assert response["statusCode"] == 415
+    assert response_json(response)["type"] == "unsupported_media_type"
+    operation = openapi_document()["paths"]["/api/predict/async"]["post"]
+    assert "415" in operation["responses"]

@@ -109,6 +109,7 @@ ERRORS: dict[int, str] = {
     403: "The admin role is missing",
     404: "Unknown product SKU, task or file",
     409: "The task has already finished (or the forecast was cancelled)",
+    415: "The body is not application/json",
     422: "Invalid input (the fields at fault are in details)",
     500: "The forecast failed for a reason that retrying cannot fix",
     503: "A dependency (database, storage, queue) is unavailable: retry later",

@@ -50,7 +50,7 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         summary="Queue a forecast",
         description="202 with the task id; poll GET /api/predict/task/{task_id}.",
         tags=["forecasts"],
-        responses=responses({202: ("Queued", Submitted)}, 400, 401, 404, 422, 503),
+        responses=responses({202: ("Queued", Submitted)}, 400, 401, 404, 415, 422, 503),
     )
     def predict_async(
         request: Annotated[PredictRequest, Body(embed=False)],
@@ -69,7 +69,7 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         tags=["forecasts"],
         responses=responses(
             {200: ("The forecast", Forecast), 202: ("Still running: poll the task", Submitted)},
-            *(400, 401, 404, 409, 422, 500, 503),
+            *(400, 401, 404, 409, 415, 422, 500, 503),
         ),
     )
     def predict_sync(
