@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sys
 import time
 
 import requests
 from siprems.auth import mint_token
-from siprems.observability import logger as service_logger
 
 from scripts.gen_events import SAMPLE_SIGNING_KEY
+from tests.fixtures.app import handler_module
 from tests.fixtures.gateway import gateway  # noqa: F401 - the fixture
 from tests.fixtures.tokens import PREDICT_BODY, bad_tokens, leaks, with_password
+
+FUNCTIONS = ("authorizer", "submit", "status", "worker")
 
 
 def test_leaks_finds_tokens_and_secrets():
@@ -36,8 +39,13 @@ def test_no_token_or_secret_in_any_log_line(app, gateway, capfd, caplog, monkeyp
     load_settings.cache_clear()
     services_module.get_services.cache_clear()
     caplog.set_level(logging.DEBUG)
-    level = service_logger.log_level
-    service_logger.setLevel("DEBUG")  # debug lines too
+    # The functions' loggers as their modules hold them, at DEBUG and writing to this test's
+    # stdout (a handler keeps the stream it was made with, maybe an earlier test's capture).
+    loggers = {id(m.logger): m.logger for m in map(handler_module, FUNCTIONS)}.values()
+    restore = [(lg, lg.log_level, lg.registered_handler.stream) for lg in loggers]
+    for lg in loggers:
+        lg.setLevel("DEBUG")
+        lg.registered_handler.setStream(sys.stdout)
     user = mint_token(SAMPLE_SIGNING_KEY, user_id=7, email="clerk@example.com")
     admin = mint_token(SAMPLE_SIGNING_KEY, user_id=1, email="boss@example.com", role="admin")
     cases = bad_tokens(SAMPLE_SIGNING_KEY)
@@ -76,7 +84,9 @@ def test_no_token_or_secret_in_any_log_line(app, gateway, capfd, caplog, monkeyp
             down = call("POST", "/api/tasks/training/product/BRD-001", bearer)
             assert down.status_code == 503, down.text
     finally:
-        service_logger.setLevel(level)
+        for lg, level, stream in restore:
+            lg.setLevel(level)
+            lg.registered_handler.setStream(stream)
     captured = capfd.readouterr()
     text = "\n".join([captured.out, captured.err, caplog.text])
     assert '"message":"token refused"' in text  # the logs were captured
