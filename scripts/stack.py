@@ -99,11 +99,22 @@ def image_functions(template: Path) -> list[str]:
     ]
 
 
-def run(command: list[str], log: Path) -> None:
+class _TaglessLoader(yaml.SafeLoader):
+    """Reads a CloudFormation template's plain structure (intrinsic-function tags as None)."""
+
+
+_TaglessLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def run(command: list[str], log: Path, hidden: tuple[str, ...] = ()) -> None:
     """Runs a samlocal command in the log's folder (sam keeps its .aws-sam/deps cache in the
-    working directory: one per stack, away from any other build of the project)."""
+    working directory: one per stack, away from any other build of the project). ``hidden``
+    values (secrets among the arguments) are masked in the log's copy of the command."""
+    shown = " ".join(command)
+    for value in hidden:
+        shown = shown.replace(value, "****")
     with open(log, "ab") as out:
-        out.write(f"\n$ {' '.join(command)}\n".encode())
+        out.write(f"\n$ {shown}\n".encode())
         out.flush()
         result = subprocess.run(  # noqa: S603
             command, env=sam_env(), stdout=out, stderr=subprocess.STDOUT, cwd=log.parent
@@ -183,7 +194,11 @@ def deploy(
             "--parameter-overrides",
             " ".join(f'{key}="{value}"' for key, value in parameters.items()),
         ]
-    run(command, log)
+    # NoEcho parameters (the local database URL) stay out of the log, as CloudFormation
+    # keeps them out of its answers.
+    declared = yaml.load(template.read_text(), Loader=_TaglessLoader).get("Parameters", {})  # noqa: S506
+    hidden = tuple(v for k, v in parameters.items() if v and declared.get(k, {}).get("NoEcho"))
+    run(command, log, hidden)
     print(
         f"[stack] {stack_name} deployed in {time.monotonic() - started:.0f} s "
         f"(build {built_at - started:.0f} s, deploy {time.monotonic() - built_at:.0f} s)",

@@ -16,14 +16,11 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
     APIGatewayAuthorizerResponse,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from siprems.auth import bearer_token, verify_access_token
+from siprems.auth import ADMIN_ROUTES, bearer_token, verify_access_token
 from siprems.config import load_settings
 from siprems.errors import UnauthorizedError
 from siprems.observability import logger, tracer
 from siprems.secrets import jwt_signing_key
-
-# Routes only an admin may call (method, resource path).
-ADMIN_ROUTES = (("POST", "/api/tasks/training/all"), ("*", "/api/admin/*"))
 
 
 @logger.inject_lambda_context

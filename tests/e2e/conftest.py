@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -130,6 +131,7 @@ class Service:
     user_token: str
     admin_token: str
     secret: str
+    database_password: str  # in the database URL the functions get (the local cluster ignores it)
 
 
 @contextmanager
@@ -141,8 +143,12 @@ def deployed_service(
     afterwards if it was started here."""
     from siprems.auth import mint_token
 
+    from tests.fixtures.tokens import with_password
+
     postgres_was_running = stack.postgres_running()
-    database_url = stack.start_services(record=False)
+    # A password in the URL, as on AWS, so the log checks can look for it.
+    database_password = "e2e-" + secrets.token_hex(12)
+    database_url = with_password(stack.start_services(record=False), database_password)
     secret = stack.ensure_jwt_secret()
     outputs = stack.deploy_service(stack_name, database_url, schedule, parameters)
     yield Service(
@@ -151,6 +157,7 @@ def deployed_service(
         user_token=mint_token(secret, user_id=7, email="e2e@siprems.local"),
         admin_token=mint_token(secret, user_id=8, email="admin@siprems.local", role="admin"),
         secret=secret,
+        database_password=database_password,
     )
     if not postgres_was_running:
         stack.stop_postgres()

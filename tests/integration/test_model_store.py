@@ -66,8 +66,12 @@ def test_a_retrain_keeps_the_previous_model_as_an_older_version(store, s3):
 def test_metadata_pins_the_model_version_it_describes(store, s3):
     """A model.json written after the metadata (a retrain in flight) is not served."""
     store.save_model("BRD-001", '{"model": 1}', {"trained_at": "t1"})
-    s3.put_object(Bucket=BUCKET, Key="models/BRD-001/model.json",
-                  Body=gzip.compress(b'{"model": "in flight"}'), ContentEncoding="gzip")
+    s3.put_object(
+        Bucket=BUCKET,
+        Key="models/BRD-001/model.json",
+        Body=gzip.compress(b'{"model": "in flight"}'),
+        ContentEncoding="gzip",
+    )
     assert store.load_model("BRD-001").model_json == '{"model": 1}'
 
 
@@ -140,7 +144,9 @@ def test_a_missing_bucket_is_a_transient_storage_error(aws):
 
 def test_an_unreachable_endpoint_is_a_transient_storage_error():
     client = boto3.client(
-        "s3", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+        "s3",
+        region_name="us-east-1",
+        endpoint_url="http://127.0.0.1:9",
         config=boto3.session.Config(retries={"max_attempts": 1}, connect_timeout=1),
     )
     with pytest.raises(StorageUnavailableError) as caught:

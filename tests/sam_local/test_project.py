@@ -309,9 +309,11 @@ STATUS = {
     ),
     "status-data.json": (
         200,
-        lambda b: {"PENDING", "SUCCESS", "FAILURE"} <= set(b["jobs"])
-        and isinstance(b["models"], list)
-        and b["nightly"]["schedule"].startswith(("cron(", "rate(")),
+        lambda b: (
+            {"PENDING", "SUCCESS", "FAILURE"} <= set(b["jobs"])
+            and isinstance(b["models"], list)
+            and b["nightly"]["schedule"].startswith(("cron(", "rate("))
+        ),
     ),
 }
 # Pages that are not JSON: event -> (content type prefix, text the body must contain)

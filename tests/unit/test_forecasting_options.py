@@ -60,19 +60,25 @@ def test_unknown_and_invalid_overrides_are_input_errors():
 
 
 def test_settings_select_the_profile_and_apply_json_overrides():
-    settings = SimpleNamespace(forecast_profile="legacy",
-                               forecast_overrides='{"changepoint_prior_scale": 0.2}')
+    settings = SimpleNamespace(
+        forecast_profile="legacy", forecast_overrides='{"changepoint_prior_scale": 0.2}'
+    )
     options = ForecastOptions.from_settings(settings)
     assert options == ForecastOptions.legacy().with_overrides(changepoint_prior_scale=0.2)
-    assert ForecastOptions.from_settings(
-        SimpleNamespace(forecast_profile="default", forecast_overrides=None)
-    ) == ForecastOptions.default()
+    assert (
+        ForecastOptions.from_settings(
+            SimpleNamespace(forecast_profile="default", forecast_overrides=None)
+        )
+        == ForecastOptions.default()
+    )
 
 
 def test_bad_settings_are_input_errors():
     with pytest.raises(InvalidInputError, match="unknown forecast profile"):
-        ForecastOptions.from_settings(SimpleNamespace(forecast_profile="fast",
-                                                      forecast_overrides=None))
+        ForecastOptions.from_settings(
+            SimpleNamespace(forecast_profile="fast", forecast_overrides=None)
+        )
     with pytest.raises(InvalidInputError, match="not JSON"):
-        ForecastOptions.from_settings(SimpleNamespace(forecast_profile="default",
-                                                      forecast_overrides="{oops"))
+        ForecastOptions.from_settings(
+            SimpleNamespace(forecast_profile="default", forecast_overrides="{oops")
+        )

@@ -56,12 +56,19 @@ def test_short_horizon_urgency_is_judged_within_the_horizon():
 
 def test_the_original_fields_are_all_there():
     result = _recommend(50)
-    for field in ("productId", "productName", "currentStock", "predictedDemand",
-                  "recommendedRestock", "urgency"):
+    for field in (
+        "productId",
+        "productName",
+        "currentStock",
+        "predictedDemand",
+        "recommendedRestock",
+        "urgency",
+    ):
         assert field in result
 
 
 def test_service_level_must_be_a_sensible_quantile():
     with pytest.raises(ValueError):
-        recommend(product_id=1, product_name="x", current_stock=1, daily_p50=[1.0],
-                  service_level=1.0)
+        recommend(
+            product_id=1, product_name="x", current_stock=1, daily_p50=[1.0], service_level=1.0
+        )

@@ -84,7 +84,206 @@ def test_transformed_template_is_lint_clean(transformed, tmp_path):
     assert lint(path) == []
 
 
-def test_each_function_has_its_own_role_without_wildcard_actions(transformed):
+# --- least privilege ---------------------------------------------------------------------------
+# What a function "uses" is derived, not declared: the resources its environment variables,
+# event sources and log configuration name in the template, and the AWS calls the code it
+# imports can make (boto3 operation names and the Powertools parameter helpers found in the
+# layer modules its handler reaches). Every statement of its role must stay inside both.
+LAYER = ROOT / "layers" / "common" / "python"
+AWS_SERVICES = ("dynamodb", "s3", "sqs", "lambda", "ssm", "secretsmanager")
+# API operations whose IAM action has another name, or that need more actions than their own.
+IAM_ACTIONS = {
+    "s3:ListObjectsV2": {"s3:ListBucket"},
+    "s3:ListObjects": {"s3:ListBucket"},
+    "s3:HeadObject": {"s3:GetObject"},
+    "lambda:Invoke": {"lambda:InvokeFunction"},
+    "dynamodb:TransactWriteItems": {
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:ConditionCheckItem",
+    },
+    "dynamodb:BatchGetItem": {"dynamodb:GetItem"},
+    "sqs:SendMessageBatch": {"sqs:SendMessage"},
+    # the redrive reads the dead-letter queue and sends to the jobs queue with the caller's role
+    "sqs:StartMessageMoveTask": {
+        "sqs:StartMessageMoveTask",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:SendMessage",
+    },
+}
+# Powertools helpers that call AWS for the code.
+POWERTOOLS_CALLS = {
+    "get_parameter": {"ssm:GetParameter"},
+    "get_secret": {"secretsmanager:GetSecretValue"},
+    "SecretsProvider": {"secretsmanager:GetSecretValue"},
+}
+# The one place a wildcard resource is accepted: actions without resource-level permissions.
+WILDCARD_EXCEPTIONS = {
+    # X-Ray: PutTraceSegments and PutTelemetryRecords support no resource ARN.
+    "Tracing": {"xray:PutTraceSegments", "xray:PutTelemetryRecords"},
+    # The network interfaces Lambda creates for a function in a VPC (only with the VPC
+    # parameters set): ec2:Describe* has no resource-level permissions and Lambda checks the
+    # others on "*" when it creates the function.
+    "VpcNetworkInterfaces": {
+        "ec2:CreateNetworkInterface",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeSubnets",
+        "ec2:DeleteNetworkInterface",
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses",
+    },
+}
+# Actions Lambda itself takes with the role (logs, traces, VPC), not the function's code.
+RUNTIME_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"} | set().union(
+    *WILDCARD_EXCEPTIONS.values()
+)
+# An SQS event source mapping polls the queue with the function's role.
+EVENT_SOURCE_ACTIONS = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def statements_of(role: dict) -> list[tuple[dict, str | None]]:
+    """Every statement of the role's inline policies, both branches of an Fn::If (with the
+    condition's name)."""
+    found = []
+    for policy in role["Properties"].get("Policies", []):
+        for statement in as_list(policy["PolicyDocument"]["Statement"]):
+            if isinstance(statement, dict) and "Fn::If" in statement:
+                condition, *branches = statement["Fn::If"]
+                found += [(b, condition) for b in branches if b != {"Ref": "AWS::NoValue"}]
+            else:
+                found.append((statement, None))
+    return found
+
+
+def references(value) -> set[str]:
+    """The template resources and parameters a value names (Ref, GetAtt, Sub variables)."""
+    names: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref":
+                names.add(inner)
+            elif key == "Fn::GetAtt":
+                names.add(as_list(inner)[0].split(".")[0])
+            elif key == "Fn::Sub":
+                text = inner if isinstance(inner, str) else inner[0]
+                names |= {n.split(".")[0] for n in re.findall(r"\$\{([^}!]+)\}", text)}
+                if not isinstance(inner, str):
+                    names |= references(inner[1])
+            else:
+                names |= references(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            names |= references(inner)
+    return {n for n in names if not n.startswith("AWS::")}
+
+
+def layer_modules(function: str) -> set[Path]:
+    """The function's handler and every layer module it imports, directly or not."""
+    import ast
+
+    seen: set[Path] = set()
+    todo = [ROOT / "functions" / function / "app.py"]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for module in modules:
+                if module.split(".")[0] != "siprems":
+                    continue
+                parts = module.split(".")
+                for depth in range(1, len(parts) + 1):  # packages run their __init__
+                    base = LAYER.joinpath(*parts[:depth])
+                    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                        if candidate.exists():
+                            todo.append(candidate)
+    return seen
+
+
+def code_actions(function: str) -> set[str]:
+    """The IAM actions the function's code can need: AWS operation names (as called or as the
+    strings its adapters dispatch on) found in the modules it reaches."""
+    import ast
+
+    import botocore.session
+    from botocore import xform_name
+
+    session = botocore.session.get_session()
+    operations: dict[str, set[str]] = {}
+    for service in AWS_SERVICES:
+        for operation in session.get_service_model(service).operation_names:
+            action = f"{service}:{operation}"
+            operations.setdefault(xform_name(operation), set()).update(
+                IAM_ACTIONS.get(action, {action})
+            )
+    for name, actions in POWERTOOLS_CALLS.items():
+        operations.setdefault(name, set()).update(actions)
+    actions: set[str] = set()
+    for path in layer_modules(function):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute):
+                name = node.attr
+            elif isinstance(node, ast.Name):
+                name = node.id
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                name = node.value
+            else:
+                continue
+            actions |= operations.get(name, set())
+    return actions
+
+
+def function_roles(transformed) -> dict[str, tuple[str, dict, dict]]:
+    """function folder -> (logical id, function resource, role resource)."""
+    resources = transformed["Resources"]
+    found = {}
+    for name in FUNCTIONS:
+        function = resources[name]
+        role_name = function["Properties"]["Role"]["Fn::GetAtt"][0]
+        folder = {"AuthorizerFunction": "authorizer", "SubmitFunction": "submit"}.get(name)
+        folder = folder or {"StatusFunction": "status", "WorkerFunction": "worker"}.get(name)
+        found[folder or "train_all"] = (name, function, resources[role_name])
+    return found
+
+
+def uses(transformed, name: str, function: dict) -> set[str]:
+    """What the template says the function works with: the resources and parameters its
+    environment, event source mappings and log configuration name."""
+    properties = function["Properties"]
+    used = references(properties.get("Environment", {})) | references(
+        properties.get("LoggingConfig", {})
+    )
+    for resource in transformed["Resources"].values():
+        if resource["Type"] == "AWS::Lambda::EventSourceMapping" and references(
+            resource["Properties"]["FunctionName"]
+        ) == {name}:
+            used |= references(resource["Properties"]["EventSourceArn"])
+    return used
+
+
+def polls_a_queue(transformed, name: str) -> bool:
+    return any(
+        r["Type"] == "AWS::Lambda::EventSourceMapping"
+        and references(r["Properties"]["FunctionName"]) == {name}
+        for r in transformed["Resources"].values()
+    )
+
+
+def test_each_function_has_its_own_role_and_no_managed_policies(transformed):
     roles = {
         name: res
         for name, res in transformed["Resources"].items()
@@ -92,14 +291,80 @@ def test_each_function_has_its_own_role_without_wildcard_actions(transformed):
     }
     assert set(roles) == {f"{f}Role" for f in FUNCTIONS}
     for name, role in roles.items():
-        for policy in role["Properties"].get("Policies", []):
-            for statement in policy["PolicyDocument"]["Statement"]:
-                actions = statement["Action"]
-                actions = actions if isinstance(actions, list) else [actions]
-                assert all("*" not in a for a in actions), (name, actions)
-                resources = statement["Resource"]
-                resources = resources if isinstance(resources, list) else [resources]
-                assert "*" not in resources, (name, statement)
+        # SAM's managed policies grant logs, SQS and EC2 actions on every resource.
+        assert not role["Properties"].get("ManagedPolicyArns"), name
+        assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"] == [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "lambda.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ]
+
+
+def test_no_wildcard_action_or_resource_beyond_the_documented_exceptions(transformed):
+    vpc_functions = {
+        name for name in FUNCTIONS if "VpcConfig" in transformed["Resources"][name]["Properties"]
+    }
+    for folder, (name, _, role) in function_roles(transformed).items():
+        for statement, condition in statements_of(role):
+            actions = set(as_list(statement["Action"]))
+            assert all("*" not in action for action in actions), (folder, statement)
+            assert statement["Effect"] == "Allow", (folder, statement)
+            resources = as_list(statement["Resource"])
+            wildcard = [r for r in resources if isinstance(r, str) and r.split(":")[-1] == "*"]
+            if not wildcard:
+                continue
+            sid = statement.get("Sid")
+            assert sid in WILDCARD_EXCEPTIONS, (folder, statement)
+            assert actions <= WILDCARD_EXCEPTIONS[sid], (folder, statement)
+            if sid == "VpcNetworkInterfaces":
+                assert (condition, name in vpc_functions) == ("HasVpc", True), (folder, sid)
+
+
+def test_each_role_reaches_only_what_its_function_uses(transformed):
+    for folder, (name, function, role) in function_roles(transformed).items():
+        used = uses(transformed, name, function)
+        allowed = code_actions(folder) | RUNTIME_ACTIONS
+        if polls_a_queue(transformed, name):
+            allowed |= EVENT_SOURCE_ACTIONS
+        for statement, _ in statements_of(role):
+            actions = set(as_list(statement["Action"]))
+            assert actions <= allowed, (folder, "code never needs", actions - allowed)
+            reached = references(statement["Resource"])
+            assert reached <= used, (folder, "uses none of", reached - used)
+
+
+def test_the_authorizer_reaches_nothing_but_its_signing_key(transformed):
+    _, function, role = function_roles(transformed)["authorizer"]
+    own = [
+        (statement, references(statement["Resource"]))
+        for statement, _ in statements_of(role)
+        if not set(as_list(statement["Action"])) <= RUNTIME_ACTIONS
+    ]
+    assert [(s["Action"], reached) for s, reached in own] == [
+        ("ssm:GetParameter", {"JwtSecretParameterName"})
+    ]
+    environment = function["Properties"]["Environment"]["Variables"]
+    assert not {"JOBS_TABLE", "MODELS_BUCKET", "DATABASE_URL", "DATABASE_SECRET_NAME"} & set(
+        environment
+    )
+
+
+def test_the_database_secret_reaches_only_functions_whose_code_reads_sales(transformed):
+    database = {"DatabaseSecretName", "LocalDatabaseUrl"}
+    holders = set()
+    for folder, (_, function, role) in function_roles(transformed).items():
+        environment = references(function["Properties"].get("Environment", {}))
+        secret = any(
+            "secretsmanager:GetSecretValue" in as_list(s["Action"]) for s, _ in statements_of(role)
+        )
+        assert bool(environment & database) == secret, folder
+        if secret:
+            assert LAYER / "siprems" / "sales" / "db.py" in layer_modules(folder), folder
+            holders.add(folder)
+    # the status function shows jobs, queues and models: it never opens the sales database
+    assert holders == {"submit", "worker", "train_all"}
 
 
 def test_queue_visibility_is_six_times_every_allowed_worker_timeout(template):
@@ -177,9 +442,17 @@ def test_template_routes_are_exactly_the_api_routes():
 
 
 def test_settings_the_code_reads_are_set_by_the_template(template):
-    env = dict(template["Globals"]["Function"]["Environment"]["Variables"])
-    for name in ("JOBS_TABLE", "JOBS_QUEUE_URL", "JOBS_DLQ_URL", "MODELS_BUCKET"):
-        assert name in env
+    def env(function: str) -> dict:
+        return {
+            **template["Globals"]["Function"]["Environment"]["Variables"],
+            **template["Resources"][function]["Properties"]["Environment"]["Variables"],
+        }
+
+    for function in ("SubmitFunction", "StatusFunction", "WorkerFunction", "TrainAllFunction"):
+        assert {"JOBS_TABLE", "JOBS_QUEUE_URL"} <= set(env(function)), function
+    for function in ("SubmitFunction", "StatusFunction", "WorkerFunction"):
+        assert "MODELS_BUCKET" in env(function), function
+    assert "JOBS_DLQ_URL" in env("StatusFunction")
     submit = template["Resources"]["SubmitFunction"]["Properties"]["Environment"]["Variables"]
     assert submit["TRAIN_ALL_FUNCTION"] == {"Ref": "TrainAllFunction"}
     assert submit["SYNC_WAIT_SECONDS"] == {"Ref": "SyncWaitSeconds"}

@@ -1,7 +1,11 @@
 """Entry points of the plugins (see pyproject.toml)."""
 
+import logging
+
 from localstack.runtime import hooks
 from localstack.services.lambda_.invocation.plugins import RuntimeExecutorPlugin
+
+LOG = logging.getLogger(__name__)
 
 
 class LocalProcessRuntimeExecutorPlugin(RuntimeExecutorPlugin):
@@ -57,3 +61,77 @@ def register_fault_injection():
     from siprems_localstack import faults
 
     faults.register()
+
+
+@hooks.on_infra_start()
+def apply_gateway_responses():
+    """A REST API's gateway responses as on AWS: the template's own 401/403 bodies and headers.
+
+    LocalStack's importer ignores ``x-amazon-apigateway-gateway-responses`` in an OpenAPI body
+    (what SAM deploys), and its error step never applies a response's templates or header
+    parameters: every 401 answered ``{"message": "Unauthorized"}``, outside the API's documented
+    error body. Both are filled in here: the import stores them as PutGatewayResponse would,
+    and an error answer uses its configured ``application/json`` template (static text, with
+    ``$context.error.messageString`` / ``message``) and static header values."""
+    import json
+
+    from localstack.http import Response
+    from localstack.services.apigateway.helpers import get_apigateway_store
+    from localstack.services.apigateway.legacy import provider
+    from localstack.services.apigateway.next_gen.execute_api.gateway_response import (
+        build_gateway_response,
+        get_gateway_response_or_default,
+    )
+    from localstack.services.apigateway.next_gen.execute_api.handlers import gateway_exception
+
+    original_import = provider.import_api_from_openapi_spec
+    if getattr(original_import, "with_gateway_responses", False):
+        return
+
+    def import_api_from_openapi_spec(rest_api, context, open_api_spec, mode):
+        rest_api, warnings = original_import(rest_api, context, open_api_spec, mode)
+        responses = open_api_spec.get("x-amazon-apigateway-gateway-responses") or {}
+        container = get_apigateway_store(context=context).rest_apis.get(rest_api.id)
+        for response_type, spec in responses.items() if container else ():
+            status = spec.get("statusCode")
+            container.gateway_responses[response_type] = build_gateway_response(
+                response_type=response_type,
+                status_code=str(status) if status is not None else None,
+                response_parameters=spec.get("responseParameters"),
+                response_templates=spec.get("responseTemplates"),
+                default_response=False,
+            )
+        return rest_api, warnings
+
+    import_api_from_openapi_spec.with_gateway_responses = True
+    provider.import_api_from_openapi_spec = import_api_from_openapi_spec
+
+    handler = gateway_exception.GatewayExceptionHandler
+    original_answer = handler.create_exception_response
+
+    def create_exception_response(self, exception, context):
+        answer = original_answer(self, exception, context)
+        try:
+            return configured_answer(answer, exception, context)
+        except Exception:  # noqa: BLE001 - a failing error step would answer 200 with no body
+            LOG.exception("gateway response %s could not be applied", exception.type)
+            return answer
+
+    def configured_answer(answer, exception, context):
+        configured = get_gateway_response_or_default(
+            exception.type, context.deployment.rest_api.gateway_responses
+        )
+        template = (configured.get("responseTemplates") or {}).get("application/json")
+        if configured.get("defaultResponse", True) or template is None:
+            return answer
+        body = template.replace(
+            "$context.error.messageString", json.dumps(exception.message)
+        ).replace("$context.error.message", exception.message)
+        headers = dict(answer.headers)
+        for name, value in (configured.get("responseParameters") or {}).items():
+            if name.startswith("gatewayresponse.header.") and value[:1] == value[-1:] == "'":
+                headers[name.removeprefix("gatewayresponse.header.")] = value[1:-1]
+        headers.pop("Content-Length", None)
+        return Response(response=body, headers=headers, status=answer.status_code)
+
+    handler.create_exception_response = create_exception_response

@@ -8,6 +8,7 @@ closes the classic key-confusion attack.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,18 @@ ALGORITHM = "HS256"
 ACCESS = "access"
 ADMIN = "admin"
 REQUIRED_CLAIMS = ["user_id", "email", "type", "iat", "exp"]
+
+# Routes only an admin may call: (method, resource path), "*" matching anything as in the
+# authorizer's IAM policy. The authorizer denies them to other callers, the handlers check the
+# role again, and the OpenAPI document marks them.
+ADMIN_ROUTES = (("POST", "/api/tasks/training/all"), ("*", "/api/admin/*"))
+
+
+def is_admin_route(method: str, path: str) -> bool:
+    return any(
+        fnmatch.fnmatchcase(method.upper(), m) and fnmatch.fnmatchcase(path, p)
+        for m, p in ADMIN_ROUTES
+    )
 
 
 @dataclass(frozen=True)

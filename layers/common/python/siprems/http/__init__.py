@@ -14,7 +14,10 @@ from aws_lambda_powertools.event_handler import (
     Response,
     content_types,
 )
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 
 from siprems.auth import Principal
 from siprems.errors import ForbiddenError, SipremsError, UnauthorizedError
@@ -49,6 +52,30 @@ def new_resolver() -> APIGatewayRestResolver:
         else:
             logger.info("request refused", extra={"error_type": exc.code, "error": exc.message})
         return error_response(exc)
+
+    @app.exception_handler(UnicodeDecodeError)
+    def _not_text(_: UnicodeDecodeError) -> Response:
+        # A binary body reaches the function base64-encoded; decoding it as JSON text fails.
+        return json_response(
+            400, error_body("request body is not valid JSON (not UTF-8 text)", "invalid_json")
+        )
+
+    not_json = error_body(
+        "request bodies are JSON: send Content-Type application/json", "unsupported_media_type"
+    )
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _unsupported(_: RequestUnsupportedContentType) -> Response:
+        return json_response(415, not_json)
+
+    @app.exception_handler(ValueError)
+    def _unparsable(exc: ValueError) -> Response:
+        # Powertools parses a multipart body itself and raises ValueError on a broken one
+        # (no boundary); any other ValueError is a fault of the service.
+        content_type = app.current_event.headers.get("content-type") or ""
+        if not content_type.lower().startswith("multipart/"):
+            raise exc
+        return json_response(415, not_json)
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response:

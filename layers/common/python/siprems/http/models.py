@@ -1,18 +1,136 @@
-"""Request bodies and parameters of the API (validated by Powertools, shown in OpenAPI)."""
+"""Request bodies, parameters and answers of the API (validated by Powertools, shown in
+OpenAPI). Every status a route can answer is documented with its body, the gateway's own
+401/403 included, so clients and the schema-driven fuzzing know the whole contract."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from siprems.jobs.model import JobStatus
 
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 Sku = Annotated[str, Field(pattern=SKU_PATTERN, description="Product SKU, e.g. BRD-001")]
-Days = Annotated[int, Field(ge=1, le=365, strict=True, description="Days to forecast (1..365)")]
+
+
+def _integral_number(value: Any) -> Any:
+    """JSON (and the document's ``integer``) counts 7.0 as the integer 7; text and booleans
+    stay refused by the strict check."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Days = Annotated[
+    int,
+    Field(ge=1, le=365, strict=True, description="Days to forecast (1..365)"),
+    BeforeValidator(_integral_number),
+]
 
 
 class PredictRequest(BaseModel):
     product_sku: Sku
     days: Days = 7
+
+
+# --- answers ---------------------------------------------------------------------------------
+class ErrorBody(BaseModel):
+    """Every error: a message for people and a stable type for programs."""
+
+    error: str
+    type: str
+    details: Any = Field(default=None, description="Field errors of a 422, or the error's facts")
+    task_id: str | None = Field(default=None, description="The job, when one was created")
+
+
+class Submitted(BaseModel):
+    task_id: str
+    status: Literal["submitted"]
+    message: str
+    product_sku: str | None = None
+    forecast_days: int | None = None
+
+
+class TaskView(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    task_id: str
+    status: JobStatus
+    created_at: str
+    message: str
+    type: str
+    attempts: int
+
+
+class TaskList(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    tasks: list[TaskView]
+    count: int
+
+
+class Cancelled(BaseModel):
+    task_id: str
+    status: Literal["REVOKED"]
+
+
+class RedriveStarted(BaseModel):
+    task_handle: str
+    status: Literal["started"]
+
+
+class DeadLetters(BaseModel):
+    messages: list[dict[str, Any]]
+    count: int
+    queue: dict[str, Any]
+
+
+class Overview(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    generated_at: str
+    jobs: dict[str, int]
+    recent_failures: list[dict[str, Any]]
+    models: list[dict[str, Any]]
+
+
+class Forecast(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    task_id: str
+    chartData: list[dict[str, Any]]  # noqa: N815 - the original API's field name
+
+
+ERRORS: dict[int, str] = {
+    400: "The body is not JSON",
+    401: "No token, or a bad one (answered by the API's authorizer)",
+    403: "The admin role is missing",
+    404: "Unknown product SKU, task or file",
+    409: "The task has already finished (or the forecast was cancelled)",
+    415: "The body is not application/json",
+    422: "Invalid input (the fields at fault are in details)",
+    500: "The forecast failed for a reason that retrying cannot fix",
+    503: "A dependency (database, storage, queue) is unavailable: retry later",
+}
+JSON = "application/json"
+
+
+def responses(
+    ok: dict[int, tuple[str, type[BaseModel] | None]], *errors: int
+) -> dict[int, OpenAPIResponse]:
+    """The ``responses`` of a route: its answers (status: description, body model) and the
+    error statuses it can give, each with the one error body."""
+    documented: dict[int, OpenAPIResponse] = {}
+    for status, (description, model) in ok.items():
+        answer: OpenAPIResponse = {"description": description}
+        if model is not None:
+            answer["content"] = {JSON: {"model": model}}
+        documented[status] = answer
+    for status in errors:
+        documented[status] = {
+            "description": ERRORS[status],
+            "content": {JSON: {"model": ErrorBody}},
+        }
+    return documented

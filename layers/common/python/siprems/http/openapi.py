@@ -13,7 +13,9 @@ from aws_lambda_powertools.event_handler.openapi.models import (
 )
 
 from siprems import __version__
+from siprems.auth import ADMIN, is_admin_route
 from siprems.http import new_resolver
+from siprems.http.models import JSON, responses
 
 TITLE = "SIPREMS Forecast API"
 
@@ -37,7 +39,7 @@ def openapi_document() -> dict[str, Any]:
             description=(
                 "Stock forecasting per product. Send `Authorization: Bearer <access JWT>` "
                 "(HS256; claims user_id, email, type=access, iat, exp; role=admin for "
-                "training-all and the dead-letter queue).\n\n"
+                "the routes whose security names the admin role).\n\n"
                 "Task statuses are those of the former Celery API (PENDING, STARTED, RETRY, "
                 "SUCCESS, FAILURE, REVOKED). Differences for migrating clients: an unknown task "
                 "id is 404 (Celery reported PENDING), a FAILURE is 200 with its error (it was "
@@ -52,7 +54,32 @@ def openapi_document() -> dict[str, Any]:
     for path in status_page.PUBLIC_PATHS:  # pages served without the authorizer
         for operation in document["paths"].get(path, {}).values():
             operation["security"] = []
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if is_admin_route(method, path):  # OpenAPI 3.1: roles as the scheme's scopes
+                operation["security"] = [{"bearerAuth": [ADMIN]}]
+    _own_validation_answers(document)
     return document
+
+
+def _own_validation_answers(document: dict[str, Any]) -> None:
+    """Powertools documents a 422 with its own body on every route; this API answers 422 with
+    its error body, and only where there is input to validate."""
+    invalid = responses({}, 422)[422]
+    invalid["content"] = {JSON: {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            answers = operation["responses"]
+            if "HTTPValidationError" not in json.dumps(answers.get("422", {})):
+                continue
+            if operation.get("parameters") or operation.get("requestBody"):
+                answers["422"] = invalid
+            else:
+                del answers["422"]
+    schemas = document["components"]["schemas"]
+    for unused in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
+        if unused not in json.dumps(document["paths"]):
+            schemas.pop(unused, None)
 
 
 def main() -> None:

@@ -12,7 +12,15 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
 from siprems.errors import SipremsError
 from siprems.http import json_response, principal
-from siprems.http.models import TASK_ID_PATTERN
+from siprems.http.models import (
+    TASK_ID_PATTERN,
+    Cancelled,
+    DeadLetters,
+    RedriveStarted,
+    TaskList,
+    TaskView,
+    responses,
+)
 from siprems.jobs import service
 from siprems.jobs.model import JobStatus, iso
 from siprems.jobs.schedule import next_run
@@ -33,7 +41,12 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
     # Literal paths first: /api/tasks/active must not be read as a task id.
     # As in Celery: "active" is running now; "scheduled" waits, retries included (a retry
     # waits for its backoff).
-    @app.get("/api/tasks/active", summary="Running jobs", tags=["tasks"])
+    @app.get(
+        "/api/tasks/active",
+        summary="Running jobs",
+        tags=["tasks"],
+        responses=responses({200: ("Running jobs", TaskList)}, 401, 422, 503),
+    )
     def active(limit: Limit = 50) -> Response[dict[str, Any]]:
         principal(app)
         svc = services()
@@ -47,6 +60,7 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         "/api/tasks/scheduled",
         summary="Queued jobs and the next nightly retraining",
         tags=["tasks"],
+        responses=responses({200: ("Waiting jobs", TaskList)}, 401, 422, 503),
     )
     def scheduled(limit: Limit = 50) -> Response[dict[str, Any]]:
         principal(app)
@@ -69,7 +83,17 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
             body["queue"] = svc.queue.approximate_counts()
         return json_response(200, body)
 
-    @app.get("/api/predict/task/<task_id>", summary="Forecast task status", tags=["tasks"])
+    task_responses = responses(
+        {200: ("Finished (FAILURE with its error)", TaskView), 202: ("Not finished", TaskView)},
+        *(401, 404, 422, 503),
+    )
+
+    @app.get(
+        "/api/predict/task/<task_id>",
+        summary="Forecast task status",
+        tags=["tasks"],
+        responses=task_responses,
+    )
     def predict_task(task_id: TaskId) -> Response[dict[str, Any]]:
         return status_of(task_id)
 
@@ -79,17 +103,28 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         description="202 while PENDING/STARTED/RETRY, 200 when finished (FAILURE included, "
         "with its error), 404 for an unknown id.",
         tags=["tasks"],
+        responses=task_responses,
     )
     def task(task_id: TaskId) -> Response[dict[str, Any]]:
         return status_of(task_id)
 
-    @app.post("/api/tasks/<task_id>/cancel", summary="Cancel a task", tags=["tasks"])
+    @app.post(
+        "/api/tasks/<task_id>/cancel",
+        summary="Cancel a task",
+        tags=["tasks"],
+        responses=responses({200: ("Cancelled", Cancelled)}, 401, 404, 409, 422, 503),
+    )
     def cancel(task_id: TaskId) -> Response[dict[str, Any]]:
         principal(app)
         job = service.cancel(services(), task_id)
         return json_response(200, {"task_id": job.task_id, "status": job.status.value})
 
-    @app.get("/api/admin/dlq", summary="Dead-letter queue (admin)", tags=["admin"])
+    @app.get(
+        "/api/admin/dlq",
+        summary="Dead-letter queue (admin)",
+        tags=["admin"],
+        responses=responses({200: ("Dead letters", DeadLetters)}, 401, 403, 422, 503),
+    )
     def dead_letters(limit: Annotated[int, Query(ge=1, le=10)] = 10) -> Response[dict[str, Any]]:
         principal(app, admin=True)
         dlq = _dlq(services())
@@ -103,6 +138,7 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         "/api/admin/dlq/redrive",
         summary="Move dead letters back to the jobs queue (admin)",
         tags=["admin"],
+        responses=responses({202: ("Moving", RedriveStarted)}, 401, 403, 503),
     )
     def redrive() -> Response[dict[str, Any]]:
         principal(app, admin=True)

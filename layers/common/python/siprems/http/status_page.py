@@ -25,6 +25,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 
 from siprems.errors import NotFoundError
 from siprems.http import json_response, principal
+from siprems.http.models import Overview, responses
 from siprems.jobs.model import JobStatus, iso
 from siprems.jobs.schedule import next_run
 from siprems.jobs.services import Services
@@ -117,6 +118,7 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         "next nightly run, each model's age and hold-out accuracy. The page GET /api/status "
         "shows it in a browser.",
         tags=["admin"],
+        responses=responses({200: ("The service's state", Overview)}, 401, 403, 503),
     )
     def status_data() -> Response[dict[str, Any]]:
         principal(app, admin=True)
@@ -129,6 +131,7 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         "for an admin token (or reads `#token=` from the address), then shows "
         "GET /api/admin/status and refreshes it every 10 s.",
         tags=["meta"],
+        responses={200: page_answer("The page")},
     )
     def status_page() -> Response[str]:
         return html_response(page("status.html"))
@@ -137,6 +140,7 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         "/api/docs",
         summary="Interactive API docs (Swagger UI, HTML)",
         tags=["meta"],
+        responses={200: page_answer("The page")},
     )
     def docs_page() -> Response[str]:
         return html_response(page("docs.html"))
@@ -145,6 +149,16 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         "/api/docs/<asset>",
         summary="Swagger UI files of the docs page",
         tags=["meta"],
+        responses={
+            200: {
+                "description": "The file",
+                "content": {
+                    content_type: {"schema": {"type": "string"}}
+                    for _, content_type in SWAGGER_ASSETS.values()
+                },
+            },
+            **responses({}, 404, 422),
+        },
     )
     def docs_asset(asset: Annotated[str, Path(pattern=r"^[a-z.-]{1,40}$")]) -> Response[str]:
         if asset not in SWAGGER_ASSETS:
@@ -156,6 +170,10 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
             body=swagger_asset(asset),
             headers={"Cache-Control": "public, max-age=86400"},
         )
+
+
+def page_answer(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {HTML: {"schema": {"type": "string"}}}}
 
 
 def html_response(page: str) -> Response[str]:

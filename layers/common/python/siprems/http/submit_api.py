@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 
 from siprems.errors import SipremsError
 from siprems.http import error_body, json_response, principal
-from siprems.http.models import SKU_PATTERN, PredictRequest
+from siprems.http.models import SKU_PATTERN, Forecast, PredictRequest, Submitted, responses
 from siprems.jobs import service
 from siprems.jobs.model import JobStatus, JobType
 from siprems.jobs.services import Services
@@ -50,6 +50,7 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         summary="Queue a forecast",
         description="202 with the task id; poll GET /api/predict/task/{task_id}.",
         tags=["forecasts"],
+        responses=responses({202: ("Queued", Submitted)}, 400, 401, 404, 415, 422, 503),
     )
     def predict_async(
         request: Annotated[PredictRequest, Body(embed=False)],
@@ -62,9 +63,14 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         summary="Forecast (sync-compatible)",
         description=(
             "Queues the forecast and waits for it up to a bound: 200 with the forecast "
-            "(chartData, recommendations, accuracy), or 202 with the task id."
+            "(chartData, recommendations, accuracy), or 202 with the task id. A forecast that "
+            "failed answers with its error's status."
         ),
         tags=["forecasts"],
+        responses=responses(
+            {200: ("The forecast", Forecast), 202: ("Still running: poll the task", Submitted)},
+            *(400, 401, 404, 409, 415, 422, 500, 503),
+        ),
     )
     def predict_sync(
         request: Annotated[PredictRequest, Body(embed=False)],
@@ -93,6 +99,7 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         "/api/tasks/training/product/<sku>",
         summary="Train one product's model",
         tags=["training"],
+        responses=responses({202: ("Queued", Submitted)}, 401, 404, 422, 503),
     )
     def train_product(sku: Annotated[str, Path(pattern=SKU_PATTERN)]) -> Response[dict[str, Any]]:
         caller = principal(app)
@@ -117,6 +124,7 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         description="The same path as the nightly schedule; the task's status shows the "
         "children's progress.",
         tags=["training"],
+        responses=responses({202: ("Started", Submitted)}, 401, 403, 503),
     )
     def train_all() -> Response[dict[str, Any]]:
         caller = principal(app, admin=True)
