@@ -177,13 +177,14 @@ def test_s3_writes_failing_past_the_retries_fail_the_job_with_the_error(
 
 # -- a poison job: its worker dies on every delivery ---------------------------------------------
 @pytest.mark.timeout(480)
-def test_poison_job_goes_to_the_dlq_and_succeeds_when_redriven_after_the_fix(
+def test_poison_job_fails_into_the_dlq_and_succeeds_when_redriven_after_the_fix(
     fault_service, faults: Faults
 ):
     """Every read of the product's model hangs past the worker timeout (a dependency that hangs:
-    the worker is stopped by Lambda's timeout each time and records nothing). After
-    MaxReceiveCount deliveries SQS moves the message to the DLQ; once the cause is removed an
-    admin redrive brings it back and the job succeeds."""
+    the worker is stopped by Lambda's timeout each time and records nothing). On the message's
+    last delivery the worker does not run the job again: FAILURE with ``worker_stopped``, and the
+    message goes to the DLQ. Once the cause is removed an admin redrive brings it back and the
+    job runs again and succeeds."""
     service = fault_service
     bucket = service.outputs["ModelsBucketName"]
     sku = "CKE-001"
@@ -195,6 +196,7 @@ def test_poison_job_goes_to_the_dlq_and_succeeds_when_redriven_after_the_fix(
         delay_seconds=FAULT_VISIBILITY_S + 10,
     )
     task_id = submit_predict(service, sku)
+    submitted_at = time.monotonic()
 
     def dead_lettered():
         answer = http("GET", f"{service.base}/api/admin/dlq", token=service.admin_token)
@@ -205,14 +207,26 @@ def test_poison_job_goes_to_the_dlq_and_succeeds_when_redriven_after_the_fix(
         )
 
     wait_for(dead_lettered, 4 * FAULT_VISIBILITY_S + 120, interval_s=2, what="the job in the DLQ")
-    stuck = task(service, task_id)
-    print(f"\n[poison] dead-lettered after {stuck['attempts']} attempts, status {stuck['status']}")
-    assert stuck["attempts"] == 3  # MaxReceiveCount deliveries, each stopped by the timeout
+    failed = task(service, task_id)
+    print(
+        f"\n[poison] in the DLQ {time.monotonic() - submitted_at:.0f} s after submission:"
+        f" {failed['status']}, attempts {failed['attempts']}, {failed.get('error')}"
+    )
+    assert failed["status"] == "FAILURE", failed
+    # Two deliveries each stopped by the timeout; the third (the last) records the failure.
+    assert failed["attempts"] == 2
+    assert failed["error"]["type"] == "worker_stopped"
+    assert "redrive" in failed["error"]["message"]
 
     faults.clear()  # the cause is fixed
     redrive = http("POST", f"{service.base}/api/admin/dlq/redrive", token=service.admin_token)
     assert redrive.status == 202, redrive.body
-    done = wait_task(service, task_id, timeout_s=FAULT_VISIBILITY_S + 120)
-    assert done["status"] == "SUCCESS", done
-    assert done["attempts"] == 4
+    redriven_at = time.monotonic()
+    done = wait_task(service, task_id, timeout_s=FAULT_VISIBILITY_S + 120, statuses={"SUCCESS"})
+    print(
+        f"[poison] {done['status']} {time.monotonic() - redriven_at:.0f} s after the redrive,"
+        f" attempts {done['attempts']}"
+    )
+    assert done["attempts"] == 3
+    assert "error" not in done or not done["error"]
     assert not dead_lettered()

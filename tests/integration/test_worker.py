@@ -8,7 +8,7 @@ import json
 from datetime import timedelta
 
 import pytest
-from siprems.jobs.model import Job, JobType
+from siprems.jobs.model import Job, JobType, child_task_id, utc_now
 
 from tests.fixtures.app import api_event, invoke, load_event, response_json
 
@@ -261,3 +261,105 @@ def test_a_job_cancelled_while_it_runs_keeps_revoked(app):
         invoke("status", api_event("status/task.json", path_parameters={"task_id": task_id}))
     )
     assert body["status"] == "REVOKED" and "result" not in body
+
+
+# -- a job whose worker stops on every delivery (Lambda timeout, crash) ------------------------
+def worker_stopped(app, task_id: str) -> None:
+    """The job's worker stopped without an outcome: STARTED, its start older than the worker
+    timeout."""
+    claim = app.services.store.mark_started(
+        task_id, stale_after=timedelta(0), now=utc_now() - timedelta(hours=1)
+    )
+    assert claim.applied
+
+
+def dead_lettered_bodies(app) -> list:
+    return [d.body for d in app.services.dead_letters.peek()]
+
+
+def redrive(app) -> None:
+    """What the DLQ redrive does (moto has no start_message_move_task): every dead letter sent
+    back to the jobs queue as a new message."""
+    while messages := app.sqs.receive_message(QueueUrl=app.dlq_url, MaxNumberOfMessages=10).get(
+        "Messages", []
+    ):
+        for message in messages:
+            app.sqs.send_message(QueueUrl=app.queue_url, MessageBody=message["Body"])
+            app.sqs.delete_message(QueueUrl=app.dlq_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def test_a_job_whose_worker_stopped_fails_on_the_last_delivery_and_its_message_is_dead_lettered(
+    app,
+):
+    task_id = submit(app)
+    worker_stopped(app, task_id)
+    message = last_delivery(app)
+    event = app.sqs_event([message])
+
+    results = []
+    for _ in range(2):  # the same delivery handled twice: the same outcome, one transition
+        response = invoke("worker", event)
+        assert response == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+        results.append(job(app, task_id))
+    failed = results[0]
+    assert results[1] == failed
+    assert failed.status.value == "FAILURE" and failed.attempts == 1  # not run a second time
+    assert failed.error.type == "worker_stopped"
+    assert "dead-letter queue" in failed.error.message and "redrive" in failed.error.message
+    assert failed.dead_lettered
+
+    # Kept and visible at once: its next receive is past maxReceiveCount, SQS dead-letters it.
+    assert app.receive(visibility=0) == []
+    assert [body["task_id"] for body in dead_lettered_bodies(app)] == [task_id]
+    assert model_versions(app) == []
+
+
+def test_a_dead_lettered_job_runs_again_when_its_message_is_redriven(app):
+    task_id = submit(app)
+    worker_stopped(app, task_id)
+    invoke("worker", app.sqs_event([last_delivery(app)]))
+    assert app.receive(visibility=0) == []  # moved to the DLQ
+    assert job(app, task_id).status.value == "FAILURE"
+
+    redrive(app)  # the cause was fixed
+    assert app.run_worker() == {"batchItemFailures": []}
+    done = job(app, task_id)
+    assert done.status.value == "SUCCESS" and done.attempts == 2
+    assert done.error is None and done.dead_lettered is None
+    assert len(model_versions(app)) == 1
+    assert dead_lettered_bodies(app) == []
+    assert app.receive(visibility=0) == []
+
+
+def test_a_redriven_train_all_child_is_acknowledged_without_work(app):
+    """A child's failure is counted on its parent in the same transaction: running it again
+    would count it twice, so its redriven message is acknowledged and the parent keeps its
+    outcome (the next nightly run trains the product again)."""
+    store = app.services.store
+    parent = Job.new(JobType.TRAIN_ALL)
+    store.create(parent)
+    assert store.start_parent(parent.task_id, skus=["BRD-001"]).applied
+    child = Job.new(
+        JobType.TRAIN,
+        product_sku="BRD-001",
+        task_id=child_task_id(parent.task_id, "BRD-001"),
+        parent_id=parent.task_id,
+    )
+    store.create(child)
+    app.services.queue.send(child.message())
+    worker_stopped(app, child.task_id)
+
+    assert invoke("worker", app.sqs_event([last_delivery(app)]))["batchItemFailures"]
+    failed = job(app, child.task_id)
+    assert failed.status.value == "FAILURE" and failed.error.type == "worker_stopped"
+    finished = job(app, parent.task_id)
+    assert finished.status.value == "FAILURE"
+    assert finished.children.failed == 1 and finished.children.pending == 0
+    assert app.receive(visibility=0) == []
+
+    redrive(app)
+    assert app.run_worker() == {"batchItemFailures": []}
+    assert job(app, child.task_id) == failed
+    assert job(app, parent.task_id) == finished
+    assert model_versions(app) == []
+    assert app.receive(visibility=0) == [] and dead_lettered_bodies(app) == []

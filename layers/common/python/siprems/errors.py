@@ -109,6 +109,21 @@ class DeadlineExceededError(TransientError):
     code = "deadline_exceeded"
 
 
+class WorkerStoppedError(TransientError):
+    """The worker stopped without an outcome (Lambda timeout, crash) on a message's last
+    delivery: the job fails and its message goes to the DLQ, to be redriven once the cause is
+    fixed."""
+
+    code = "worker_stopped"
+
+    def __init__(self, attempts: int) -> None:
+        super().__init__(
+            f"the worker stopped without an answer on {attempts} deliveries (timeout or crash);"
+            " the message is in the dead-letter queue: fix the cause and redrive it",
+            attempts=attempts,
+        )
+
+
 class UnauthorizedError(PermanentError):
     """No valid access token (missing, expired, badly signed, wrong algorithm or type)."""
 

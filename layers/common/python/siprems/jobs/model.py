@@ -1,7 +1,10 @@
 """The job: one DynamoDB item per task, its statuses and the transitions allowed between them.
 
 Status names are those of the original Celery API, so its clients keep working. A terminal
-status (SUCCESS, FAILURE, REVOKED) never changes again.
+status (SUCCESS, FAILURE, REVOKED) never changes again, with one exception outside the table
+below: a job failed because its worker stopped on its message's last delivery carries the
+``dead_lettered`` marker, and the redrive of that message from the DLQ starts it again
+(``JobStore.mark_redriven``).
 """
 
 from __future__ import annotations
@@ -140,6 +143,9 @@ class Job(BaseModel):
     requested_by: str | None = None
     expires_at: int
     children: ChildCounts | None = None
+    # Set when the job failed because its worker stopped on the message's last delivery (the
+    # message goes to the DLQ): which delivery did it, so that only a redrive restarts the job.
+    dead_lettered: str | None = None
 
     @classmethod
     def new(

@@ -13,10 +13,19 @@ job running in another worker) would use up that budget and reach the dead-lette
 its job still waiting. So on a message's last delivery, a job that cannot run now is queued
 again as a fresh message (sent first, then the old one acknowledged: at least once) instead;
 the job's own ``attempts`` still bounds its retries.
+
+A worker that stops without an outcome (Lambda timeout, crash) records nothing. On a message's
+last delivery, a STARTED job whose start is stale (its worker stopped) is therefore not run a
+third time: it fails with ``worker_stopped``, marked ``dead_lettered``, and its message is kept
+so that SQS moves it to the dead-letter queue. A later delivery of that message can only be a
+redrive from the DLQ (after the cause was fixed): the job starts again and runs. A train_all
+child is the exception: its failure is already counted on its parent (one transaction), so its
+redriven message is acknowledged without work and the next nightly run trains the product.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -26,10 +35,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from siprems.errors import PermanentError, SipremsError
-from siprems.jobs.model import Job, JobError, JobType
+from siprems.errors import PermanentError, SipremsError, WorkerStoppedError
+from siprems.jobs.model import Job, JobError, JobStatus, JobType
 from siprems.jobs.services import Services
-from siprems.jobs.store import Outcome
+from siprems.jobs.store import Outcome, Transition
 from siprems.observability import MetricUnit, job_context, logger, metrics, tracer
 from siprems.queue import backoff_seconds
 
@@ -45,6 +54,14 @@ class Message:
     product_sku: str | None = None
     body: dict[str, Any] | None = None  # as received, to queue it again
     receive_count: int = 1  # SQS's ApproximateReceiveCount of this delivery
+
+    @property
+    def delivery(self) -> str:
+        """Names this delivery (each receive has its own receipt handle), not the handle
+        itself, which would let its reader delete the message."""
+        if not self.receipt_handle:
+            return "unknown"
+        return hashlib.sha256(self.receipt_handle.encode()).hexdigest()[:16]
 
 
 def parse_message(body: str, receipt_handle: str | None, receive_count: int = 1) -> Message:
@@ -113,9 +130,12 @@ class JobRunner:
             logger.warning("too little time left, job goes back to the queue")
             return self._hand_back(message, 0, "too little Lambda time left")
 
-        claim = store.mark_started(
-            message.task_id, stale_after=timedelta(seconds=self.settings.worker_timeout_seconds)
-        )
+        stale_after = timedelta(seconds=self.settings.worker_timeout_seconds)
+        if self._last_delivery(message):
+            self._dead_letter_if_worker_stopped(message, stale_after)
+        claim = store.mark_started(message.task_id, stale_after=stale_after)
+        if claim.outcome is Outcome.TERMINAL and claim.job and claim.job.dead_lettered:
+            claim = self._redrive(message, claim.job)
         if claim.outcome is Outcome.NOT_FOUND:
             logger.warning("no such job (expired or never recorded): message dropped")
             return "missing"
@@ -205,6 +225,53 @@ class JobRunner:
             },
         )
         return self._hand_back(message, delay, f"retry in {delay}s")
+
+    def _dead_letter_if_worker_stopped(self, message: Message, stale_after: timedelta) -> None:
+        """On the message's last delivery: a STARTED job whose worker stopped without an
+        outcome fails (``worker_stopped``, marked dead-lettered) and the message is kept, to
+        reach the DLQ at once. Anything else goes on to the claim."""
+        store = self.services.store
+        job = store.get(message.task_id)
+        if job is None or job.status is not JobStatus.STARTED:
+            return
+        error = WorkerStoppedError(job.attempts)
+        stopped = store.mark_worker_stopped(
+            job,
+            stale_after=stale_after,
+            error=JobError(type=error.code, message=error.message),
+            delivery=message.delivery,
+        )
+        if not stopped.applied:
+            return  # running elsewhere, or it moved on: the claim decides
+        metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+        logger.error(
+            "job failed: its worker stopped on every delivery, message goes to the DLQ",
+            extra={"error_type": error.code, "attempt": job.attempts},
+        )
+        self._after_child(job)
+        self._dead_letter(message)
+
+    def _redrive(self, message: Message, job: Job) -> Transition:
+        """A delivery of a job that failed dead-lettered: its message came back from the DLQ,
+        unless this is the very delivery that dead-lettered it (handled twice)."""
+        if job.dead_lettered == message.delivery:
+            self._dead_letter(message)
+        if job.parent_id:
+            logger.warning(
+                "redriven train_all child: acknowledged without work (its failure is counted on"
+                " its parent); the next nightly run trains the product again"
+            )
+            return Transition(Outcome.TERMINAL, job)
+        redriven = self.services.store.mark_redriven(job.task_id, delivery=message.delivery)
+        if redriven.applied:
+            logger.info("dead-lettered job redriven: it runs again")
+        return redriven
+
+    def _dead_letter(self, message: Message) -> None:
+        """Keep the message, visible at once: its next receive is past maxReceiveCount, so
+        SQS moves it to the DLQ then."""
+        self._show_again(message, 0)
+        raise KeepMessage("worker stopped on every delivery: to the dead-letter queue")
 
     def _last_delivery(self, message: Message) -> bool:
         return message.receive_count >= self.settings.max_attempts

@@ -159,6 +159,55 @@ class JobStore:
             busy_if_started=True,
         )
 
+    def mark_worker_stopped(
+        self,
+        job: Job,
+        *,
+        stale_after: timedelta,
+        error: JobError,
+        delivery: str,
+        now: datetime | None = None,
+    ) -> Transition:
+        """STARTED (as read in ``job``) with a start older than ``stale_after``: its worker
+        stopped without an outcome -> FAILURE with the error and the ``dead_lettered`` marker
+        naming this ``delivery``. Conditional on the attempt read, so a worker that took the
+        job over since keeps it; a child's parent counters change in the same transaction."""
+        stale = iso((now or utc_now()) - stale_after)
+        if job.status is not JobStatus.STARTED or not job.started_at or job.started_at >= stale:
+            return _classified(job, busy_if_started=True)
+        return self._finish(
+            job,
+            JobStatus.FAILURE,
+            set_extra="#e = :error, dead_lettered = :delivery",
+            values={":error": error.model_dump(), ":delivery": delivery},
+        )
+
+    def mark_redriven(self, task_id: str, *, delivery: str) -> Transition:
+        """A dead-lettered FAILURE -> STARTED, attempts + 1, error and marker cleared: its
+        message came back from the DLQ. Only from a delivery other than the one that
+        dead-lettered it (a repeat of that one changes nothing), and never for a train_all
+        child, whose failure is already counted on its parent."""
+        now = iso(utc_now())
+        return self._update(
+            task_id,
+            update=(
+                "SET #s = :started, started_at = :now, updated_at = :now"
+                " REMOVE #e, dead_lettered, finished_at ADD attempts :one"
+            ),
+            condition=(
+                "#s = :failure AND attribute_exists(dead_lettered)"
+                " AND dead_lettered <> :delivery AND attribute_not_exists(parent_id)"
+            ),
+            values={
+                ":started": JobStatus.STARTED.value,
+                ":failure": JobStatus.FAILURE.value,
+                ":now": now,
+                ":delivery": delivery,
+                ":one": 1,
+            },
+            names={"#e": "error"},
+        )
+
     def mark_retry(self, task_id: str, *, attempt: int, error: JobError) -> Transition:
         """STARTED -> RETRY, only by the worker that owns ``attempt``."""
         now = iso(utc_now())
