@@ -29,7 +29,8 @@ TRAINS = 10
 # The worker drains the accepted jobs one batch at a time (LocalStack does not emulate the
 # mapping's concurrency): about a second per forecast on the shared 2-core machine, so the
 # accepted share is kept to what drains in minutes; the rest are invalid requests.
-FORECASTS = 150
+# SIPREMS_LOAD_FORECASTS raises it (e.g. 990: nearly every submission a job) where time allows.
+FORECASTS = int(os.environ.get("SIPREMS_LOAD_FORECASTS", "150"))
 INVALID = SUBMISSIONS - TRAINS - FORECASTS
 CANCEL_EVERY = 15  # every 15th accepted forecast is cancelled right after it was accepted
 RESULTS = ROOT / ".state" / "results" / "e2e_load.json"
