@@ -1,6 +1,7 @@
 """Load on the running local stack: 1,000 asynchronous submissions through the API, 20 at a
-time (forecasts of the seeded products from their stored models, some trainings, some invalid
-requests, a few cancellations). No answer is a 5xx, every invalid request gets a 4xx, every
+time (forecasts of the seeded products from their stored models and some trainings: 1,000 jobs
+by default; invalid requests when SIPREMS_LOAD_FORECASTS lowers the forecasts; a few
+cancellations). No answer is a 5xx, every invalid request gets a 4xx, every
 accepted job reaches a terminal state and submitted = succeeded + failed + revoked.
 
 Submit latency (p50, p99) is printed and written to .state/results/e2e_load.json; nothing here
@@ -26,11 +27,10 @@ from tests.e2e.conftest import KIEL_SKUS, ROOT, Service, http, task, wait_for
 SUBMISSIONS = 1000
 PARALLEL = 20
 TRAINS = 10
-# The worker drains the accepted jobs one batch at a time (LocalStack does not emulate the
-# mapping's concurrency): about a second per forecast on the shared 2-core machine, so the
-# accepted share is kept to what drains in minutes; the rest are invalid requests.
-# SIPREMS_LOAD_FORECASTS raises it (e.g. 990: nearly every submission a job) where time allows.
-FORECASTS = int(os.environ.get("SIPREMS_LOAD_FORECASTS", "150"))
+# Every submission is a job unless SIPREMS_LOAD_FORECASTS lowers the forecasts' share (the rest
+# become invalid requests): the worker drains one batch at a time (LocalStack does not emulate
+# the mapping's concurrency), and 1,000 jobs took 203 s to drain at load 2-3.
+FORECASTS = int(os.environ.get("SIPREMS_LOAD_FORECASTS", "990"))
 INVALID = SUBMISSIONS - TRAINS - FORECASTS
 CANCEL_EVERY = 15  # every 15th accepted forecast is cancelled right after it was accepted
 RESULTS = ROOT / ".state" / "results" / "e2e_load.json"
