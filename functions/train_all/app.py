@@ -25,4 +25,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     else:
         raise InvalidInputError("expected a scheduled event or {'parent_id': ...}")
     with job_context(parent_id):
-        return asdict(fanout.train_all(services, parent_id))
+        return asdict(
+            fanout.train_all(
+                services,
+                parent_id,
+                seconds_left=lambda: context.get_remaining_time_in_millis() / 1000.0,
+            )
+        )

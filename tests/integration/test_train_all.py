@@ -4,6 +4,7 @@ train_all function; children run in the worker; the parent reports their progres
 from __future__ import annotations
 
 import json
+import time
 
 from siprems.jobs.model import child_task_id, scheduled_parent_id
 
@@ -82,10 +83,11 @@ def test_nightly_schedule_is_idempotent(app):
     }
     items_before = len(app.items())
 
-    # EventBridge/Lambda deliver the same event again: nothing new is created; the children
-    # still waiting are queued again (the worker acknowledges duplicates without work).
+    # EventBridge/Lambda deliver the same event again: the fan-out finished, so nothing is
+    # created or queued again.
     again = invoke("train_all", event)
-    assert again["parent_id"] == parent_id and again["created"] == 0
+    assert again["parent_id"] == parent_id
+    assert (again["created"], again["queued"]) == (0, 0)
     assert len(app.items()) == items_before == 7
 
     app.drain()
@@ -137,37 +139,124 @@ def test_training_all_event_without_parent_or_schedule_is_refused(app):
         invoke("train_all", {"hello": "world"})
 
 
-def test_fan_out_queues_each_child_once_and_a_rerun_only_those_still_waiting(app):
-    """Children are written and queued in batches from threads: each exactly once."""
-    from datetime import timedelta
-
-    from siprems.jobs.fanout import train_all
+def derived_parent(app, count):
+    """A parent whose product list is ``count`` derived SKUs (the fan-out reads only it)."""
     from siprems.jobs.model import Job, JobType
 
     from bench.perf_enqueue import DerivedSkus
 
-    services = app.services
-    services.sales = DerivedSkus(23)  # three SQS batches, the last one partial
+    app.services.sales = DerivedSkus(count)
     parent = Job.new(JobType.TRAIN_ALL)
-    services.store.create(parent)
-    expected = {child_task_id(parent.task_id, f"DRV-{i:05d}") for i in range(23)}
+    app.services.store.create(parent)
+    expected = {child_task_id(parent.task_id, f"DRV-{i:05d}") for i in range(count)}
+    return parent.task_id, expected
 
-    def queued_ids():
-        ids = []
-        while messages := app.receive():
-            ids += [json.loads(m["Body"])["task_id"] for m in messages]
-        return ids
 
-    first = train_all(services, parent.task_id)
-    assert (first.total, first.created, first.queued) == (23, 23, 23)
-    ids = queued_ids()
-    assert len(ids) == 23 and set(ids) == expected
+def queued_ids(app):
+    ids = []
+    while messages := app.receive():
+        ids += [json.loads(m["Body"])["task_id"] for m in messages]
+    return ids
 
-    running, finished = sorted(expected)[:2]
+
+def test_fan_out_writes_and_queues_each_child_once_and_a_rerun_adds_nothing(app):
+    """Children are written (BatchWriteItem) and queued in batches from threads."""
+    from siprems.jobs.fanout import train_all
+
+    parent_id, expected = derived_parent(app, 123)  # three chunks, the last one partial
+    first = train_all(app.services, parent_id)
+    assert (first.total, first.created, first.queued) == (123, 123, 123)
+    ids = queued_ids(app)
+    assert len(ids) == 123 and set(ids) == expected
+    assert all(app.services.store.get(i).status.value == "PENDING" for i in sorted(expected)[:5])
+
+    again = train_all(app.services, parent_id)
+    assert (again.total, again.created, again.queued) == (123, 0, 0)
+    assert queued_ids(app) == []
+    assert len(app.items()) == 124
+
+
+def test_a_fan_out_that_failed_part_way_is_finished_by_the_retry(app):
+    """The failing run lets its lease go; the retry creates what is missing with conditional
+    puts and re-queues only the children still PENDING (some may have run meanwhile)."""
+    from datetime import timedelta
+
+    import pytest
+    from siprems.errors import QueueUnavailableError
+    from siprems.jobs.fanout import train_all
+
+    parent_id, expected = derived_parent(app, 120)
+    services = app.services
+    send_batch = services.queue.send_batch
+    failing = child_task_id(parent_id, "DRV-00060")  # in the second chunk
+
+    def send_failing_once(messages):
+        messages = list(messages)
+        if any(m["task_id"] == failing for m in messages):
+            raise QueueUnavailableError("SQS is down")
+        return send_batch(messages)
+
+    services.queue.send_batch = send_failing_once
+    with pytest.raises(QueueUnavailableError):
+        train_all(services, parent_id)
+    services.queue.send_batch = send_batch
+    sent = set(queued_ids(app))
+    assert failing not in sent and len(sent) == 70  # the first and last chunks
+
+    # Meanwhile one child runs and one finishes.
+    running, finished = sorted(sent)[:2]
     services.store.mark_started(running, stale_after=timedelta(minutes=5))
     started = services.store.mark_started(finished, stale_after=timedelta(minutes=5)).job
     services.store.mark_succeeded(started, result_key="models/x")
-    again = train_all(services, parent.task_id)
-    assert (again.created, again.queued) == (0, 21)
-    assert sorted(queued_ids()) == sorted(expected - {running, finished})
-    assert len(app.items()) == 24
+
+    retry = train_all(services, parent_id)
+    assert (retry.total, retry.created, retry.queued) == (120, 0, 118)
+    assert sorted(queued_ids(app)) == sorted(expected - {running, finished})
+    assert services.store.get(finished).status.value == "SUCCESS"
+    assert len(app.items()) == 121
+    assert train_all(services, parent_id).queued == 0  # and now it is done
+
+
+def test_a_run_stopped_part_way_is_taken_over_when_its_lease_runs_out(app):
+    """A holder that stopped without a word (killed) keeps its lease until its own deadline
+    (plus a margin) has passed; then the next run takes over and finishes the fan-out."""
+    from datetime import timedelta
+
+    from siprems.jobs import fanout
+    from siprems.jobs.model import utc_now
+    from siprems.jobs.store import FanOutLease
+
+    parent_id, expected = derived_parent(app, 30)
+    skus = [f"DRV-{i:05d}" for i in range(30)]
+    lease = FanOutLease(owner="killed-run", until=utc_now() + timedelta(seconds=1))
+    assert app.services.store.start_parent(parent_id, skus=skus, lease=lease).applied
+
+    waits = []
+
+    def wait(seconds):
+        waits.append(seconds)
+        time.sleep(0.25)
+
+    result = fanout.train_all(app.services, parent_id, seconds_left=lambda: 60, sleep=wait)
+    assert waits  # it waited for the lease first
+    assert (result.created, result.queued) == (30, 30)
+    assert set(queued_ids(app)) == expected
+
+
+def test_a_second_run_while_the_lease_is_held_fails_to_be_retried_and_writes_nothing(app):
+    from datetime import timedelta
+
+    import pytest
+    from siprems.jobs import fanout
+    from siprems.jobs.model import utc_now
+    from siprems.jobs.store import FanOutLease
+
+    parent_id, _ = derived_parent(app, 30)
+    skus = [f"DRV-{i:05d}" for i in range(30)]
+    lease = FanOutLease(owner="busy-run", until=utc_now() + timedelta(minutes=2))
+    assert app.services.store.start_parent(parent_id, skus=skus, lease=lease).applied
+
+    with pytest.raises(fanout.FanOutInProgressError):
+        fanout.train_all(app.services, parent_id, seconds_left=lambda: 5, sleep=lambda s: None)
+    assert queued_ids(app) == []
+    assert len(app.items()) == 1

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from siprems.jobs.model import Job, JobType, child_task_id, utc_now
+from siprems.jobs.store import FanOutLease
 
 from tests.fixtures.app import api_event, invoke, load_event, response_json
 
@@ -338,7 +339,8 @@ def test_a_redriven_train_all_child_is_acknowledged_without_work(app):
     store = app.services.store
     parent = Job.new(JobType.TRAIN_ALL)
     store.create(parent)
-    assert store.start_parent(parent.task_id, skus=["BRD-001"]).applied
+    lease = FanOutLease(owner="test-run", until=utc_now() + timedelta(minutes=5))
+    assert store.start_parent(parent.task_id, skus=["BRD-001"], lease=lease).applied
     child = Job.new(
         JobType.TRAIN,
         product_sku="BRD-001",

@@ -17,7 +17,7 @@ from siprems.jobs.model import (
     scheduled_parent_id,
 )
 from siprems.jobs.schedule import next_run
-from siprems.jobs.store import Outcome
+from siprems.jobs.store import FanOutLease, Outcome
 
 STALE = timedelta(seconds=120)
 
@@ -168,7 +168,7 @@ def test_list_by_status_uses_the_index_newest_first(jobs_store):
 def test_parent_counts_children_and_finishes_when_all_are_done(jobs_store):
     parent = Job.new(JobType.TRAIN_ALL)
     jobs_store.create(parent)
-    assert jobs_store.start_parent(parent.task_id, skus=["A-1", "B-1"]).applied
+    assert jobs_store.start_parent(parent.task_id, skus=["A-1", "B-1"], lease=lease()).applied
     children = []
     for sku in ("A-1", "B-1"):
         child = Job.new(
@@ -201,12 +201,85 @@ def test_parent_counts_children_and_finishes_when_all_are_done(jobs_store):
     assert jobs_store.finalize_parent(parent.task_id).outcome is Outcome.TERMINAL
 
 
-def test_parent_starts_once(jobs_store):
+def lease(owner: str = "run-1", seconds: float = 60) -> FanOutLease:
+    return FanOutLease(owner=owner, until=datetime.now(UTC) + timedelta(seconds=seconds))
+
+
+def test_parent_starts_once_and_its_first_run_holds_the_fan_out_lease(jobs_store):
     parent = Job.new(JobType.TRAIN_ALL)
     jobs_store.create(parent)
-    assert jobs_store.start_parent(parent.task_id, skus=["A-1"]).applied
-    assert not jobs_store.start_parent(parent.task_id, skus=["A-1", "B-1"]).applied
-    assert jobs_store.parent_skus(parent.task_id) == ["A-1"]
+    assert jobs_store.fan_out_state(parent.task_id).skus is None
+    assert jobs_store.start_parent(parent.task_id, skus=["A-1"], lease=lease("run-1")).applied
+    assert not jobs_store.start_parent(
+        parent.task_id, skus=["A-1", "B-1"], lease=lease("run-2")
+    ).applied
+    state = jobs_store.fan_out_state(parent.task_id)
+    assert (state.status, state.skus, state.owner, state.fanned_out) == (
+        JobStatus.STARTED,
+        ["A-1"],
+        "run-1",
+        False,
+    )
+    assert state.lease_active(datetime.now(UTC))
+    assert not state.lease_active(datetime.now(UTC) + timedelta(seconds=61))
+    assert jobs_store.fan_out_state("no-such-parent") is None
+
+
+def test_fan_out_lease_is_taken_over_once_and_only_when_it_ran_out(jobs_store):
+    parent = Job.new(JobType.TRAIN_ALL)
+    jobs_store.create(parent)
+    jobs_store.start_parent(parent.task_id, skus=["A-1"], lease=lease("run-1", seconds=60))
+    held = jobs_store.fan_out_state(parent.task_id)
+    now = datetime.now(UTC)
+    assert not jobs_store.take_fan_out_lease(
+        parent.task_id, lease=lease("run-2"), expired=held, now=now
+    )
+    later = now + timedelta(seconds=61)
+    assert jobs_store.take_fan_out_lease(
+        parent.task_id, lease=lease("run-2"), expired=held, now=later
+    )
+    # A third run that read the same expired lease does not get it too.
+    assert not jobs_store.take_fan_out_lease(
+        parent.task_id, lease=lease("run-3"), expired=held, now=later
+    )
+    assert jobs_store.fan_out_state(parent.task_id).owner == "run-2"
+    # Only the holder marks the fan-out done or lets the lease go.
+    assert not jobs_store.mark_fanned_out(parent.task_id, lease=lease("run-1"))
+    assert not jobs_store.release_fan_out_lease(parent.task_id, lease=lease("run-1"))
+    assert jobs_store.mark_fanned_out(parent.task_id, lease=lease("run-2"))
+    done = jobs_store.fan_out_state(parent.task_id)
+    assert done.fanned_out and done.lease_until is None
+    assert not jobs_store.release_fan_out_lease(parent.task_id, lease=lease("run-2"))
+
+
+def test_a_released_lease_can_be_taken_at_once(jobs_store):
+    parent = Job.new(JobType.TRAIN_ALL)
+    jobs_store.create(parent)
+    jobs_store.start_parent(parent.task_id, skus=["A-1"], lease=lease("run-1", seconds=600))
+    assert jobs_store.release_fan_out_lease(parent.task_id, lease=lease("run-1"))
+    released = jobs_store.fan_out_state(parent.task_id)
+    now = datetime.now(UTC) + timedelta(milliseconds=5)
+    assert not released.lease_active(now)
+    assert jobs_store.take_fan_out_lease(
+        parent.task_id, lease=lease("run-2"), expired=released, now=now
+    )
+
+
+def test_new_children_are_written_in_batches(jobs_store):
+    parent = Job.new(JobType.TRAIN_ALL)
+    jobs_store.create(parent)
+    children = [
+        Job.new(
+            JobType.TRAIN,
+            product_sku=f"S-{i}",
+            parent_id=parent.task_id,
+            task_id=child_task_id(parent.task_id, f"S-{i}"),
+        )
+        for i in range(60)  # three requests: 25 + 25 + 10
+    ]
+    jobs_store.put_new_children(children)
+    assert sorted(jobs_store.child_ids(parent.task_id)) == sorted(c.task_id for c in children)
+    assert jobs_store.get(children[59].task_id).status is JobStatus.PENDING
 
 
 # --- schedule ------------------------------------------------------------------------------

@@ -2,22 +2,51 @@
 
 The nightly schedule and ``POST /api/tasks/training/all`` both end here. Safe to run twice
 (Lambda retries asynchronous invocations, EventBridge may deliver twice): the parent id of a
-scheduled run derives from the schedule tick, child ids derive from (parent, SKU), the SKU
-list is frozen on the parent at the first run, and children are created with a conditional
-put, so a re-run re-queues only children still waiting and creates nothing twice.
+scheduled run derives from the schedule tick, child ids derive from (parent, SKU), and the
+SKU list is frozen on the parent by the run that starts it.
+
+That run also takes a lease on the fan-out until its own deadline: while it holds it, no
+child exists but those it wrote, so it writes them with BatchWriteItem (25 a request, no
+conditions) and queues them with SendMessageBatch (10 a request): 10,000 children are 1,400
+requests. Another run of the same parent waits for the fan-out to finish (or fails, to be
+retried, when its own time runs out). A run that finds the lease expired (its holder stopped
+part way) takes it over and finishes with conditional puts, since some children may exist
+and have moved on: it creates the missing ones and re-queues those still PENDING.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 
-from siprems.errors import NotFoundError
-from siprems.jobs.model import Job, JobStatus, JobType, child_task_id, scheduled_parent_id
+from siprems.errors import NotFoundError, TransientError
+from siprems.jobs.model import (
+    Job,
+    JobStatus,
+    JobType,
+    child_task_id,
+    new_task_id,
+    scheduled_parent_id,
+    utc_now,
+)
 from siprems.jobs.services import CLIENT_POOL_SIZE, Services
-from siprems.jobs.store import Outcome
+from siprems.jobs.store import DYNAMODB_BATCH_LIMIT, FanOutLease, Outcome
 from siprems.observability import MetricUnit, logger, metrics
 from siprems.queue import SQS_BATCH_LIMIT
+
+LAMBDA_MAX_SECONDS = 900.0  # the lease when the caller does not say how long it may run
+LEASE_MARGIN = 10.0  # seconds: a lease outlives its holder's deadline by this much
+LEASE_POLL_SECONDS = 2.0
+# Children per thread task: whole requests of both kinds (2 BatchWriteItem, 5 SendMessageBatch).
+CHUNK = 50
+assert CHUNK % DYNAMODB_BATCH_LIMIT == 0 and CHUNK % SQS_BATCH_LIMIT == 0
+
+
+class FanOutInProgressError(TransientError):
+    code = "fan_out_in_progress"
 
 
 @dataclass(frozen=True)
@@ -42,9 +71,16 @@ def parent_for_schedule(services: Services, tick: str) -> str:
     return parent.task_id
 
 
-def train_all(services: Services, parent_id: str) -> FanOut:
+def train_all(
+    services: Services,
+    parent_id: str,
+    *,
+    seconds_left: Callable[[], float] = lambda: LAMBDA_MAX_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FanOut:
+    """Fan out the children of ``parent_id``. ``seconds_left`` is the invocation's remaining
+    time: the fan-out lease lasts that long (plus a margin), so it outlives its holder."""
     store = services.store
-    queue = services.require_queue()
     parent = store.get(parent_id)
     if parent is None:
         raise NotFoundError(f"no train_all parent job {parent_id!r}", task_id=parent_id)
@@ -52,17 +88,45 @@ def train_all(services: Services, parent_id: str) -> FanOut:
         logger.info("train_all parent already finished", extra={"task_id": parent_id})
         return FanOut(parent_id, parent.status.value, 0, 0, 0)
 
-    skus = store.parent_skus(parent_id)
-    if skus is None:
+    lease = FanOutLease(
+        owner=new_task_id(), until=utc_now() + timedelta(seconds=seconds_left() + LEASE_MARGIN)
+    )
+    state = store.fan_out_state(parent_id)
+    if state is not None and state.skus is None:
         with services.sales.repository() as sales:
             skus = sorted(sales.list_skus())
-        started = store.start_parent(parent_id, skus=skus)
-        if not started.applied:
-            if started.outcome is Outcome.TERMINAL:
-                return FanOut(parent_id, started.job.status.value if started.job else "", 0, 0, 0)
-            # Another run started it first: use the list it froze.
-            skus = store.parent_skus(parent_id) or []
+        started = store.start_parent(parent_id, skus=skus, lease=lease)
+        if started.applied:
+            return _fan_out(services, parent, skus, lease, conditional=False)
+        if started.outcome is Outcome.TERMINAL:
+            return FanOut(parent_id, started.job.status.value if started.job else "", 0, 0, 0)
+        state = store.fan_out_state(parent_id)  # another run started it first
 
+    # Another run started the fan-out: wait for it, or take over if it stopped part way.
+    while state is not None and state.skus is not None and not state.fanned_out:
+        now = utc_now()
+        if not state.lease_active(now):
+            if store.take_fan_out_lease(parent_id, lease=lease, expired=state, now=now):
+                return _fan_out(services, parent, state.skus, lease, conditional=True)
+        elif seconds_left() < LEASE_POLL_SECONDS + LEASE_MARGIN:
+            raise FanOutInProgressError(
+                f"train_all {parent_id}: another run is still fanning out its children",
+                task_id=parent_id,
+            )
+        else:
+            sleep(LEASE_POLL_SECONDS)
+        state = store.fan_out_state(parent_id)
+    status = state.status.value if state is not None else parent.status.value
+    logger.info("train_all parent already fanned out", extra={"task_id": parent_id})
+    return FanOut(parent_id, status, len(state.skus or []) if state else 0, 0, 0)
+
+
+def _fan_out(
+    services: Services, parent: Job, skus: list[str], lease: FanOutLease, *, conditional: bool
+) -> FanOut:
+    """Write and queue the children, holding ``lease``; ``conditional`` after a takeover."""
+    store, queue = services.store, services.require_queue()
+    parent_id = parent.task_id
     children = [
         Job.new(
             JobType.TRAIN,
@@ -75,8 +139,11 @@ def train_all(services: Services, parent_id: str) -> FanOut:
         for sku in skus
     ]
 
-    def create_and_queue(chunk: list[Job]) -> tuple[int, int]:
-        """One SQS batch worth of children: conditional puts, then one SendMessageBatch."""
+    def write_and_queue(chunk: list[Job]) -> tuple[int, int]:
+        """Write a chunk of children, then queue them (a child is never queued unwritten)."""
+        if not conditional:
+            store.put_new_children(chunk)
+            return len(chunk), queue.send_batch(child.message() for child in chunk)
         created, to_queue = 0, []
         for child in chunk:
             new, existing = store.create_or_get(child)
@@ -84,15 +151,19 @@ def train_all(services: Services, parent_id: str) -> FanOut:
                 created += 1
                 to_queue.append(child.message())
             elif existing is not None and existing.status is JobStatus.PENDING:
-                to_queue.append(existing.message())  # may never have been sent
+                to_queue.append(existing.message())  # its message may never have been sent
         return created, queue.send_batch(to_queue) if to_queue else 0
 
-    # Each child costs a round trip to DynamoDB (a conditional put: BatchWriteItem has no
-    # conditions) and a tenth of one to SQS: threads overlap them. An error in any thread
-    # fails the run, which is then retried as a whole (safe: see the module's docstring).
-    chunks = [children[i : i + SQS_BATCH_LIMIT] for i in range(0, len(children), SQS_BATCH_LIMIT)]
-    with ThreadPoolExecutor(max_workers=CLIENT_POOL_SIZE) as pool:
-        results = list(pool.map(create_and_queue, chunks))
+    # Threads overlap the round trips. An error in any thread fails the run: it lets its
+    # lease go, and the run is retried as a whole (the retry takes over, see the docstring).
+    chunks = [children[i : i + CHUNK] for i in range(0, len(children), CHUNK)]
+    try:
+        with ThreadPoolExecutor(max_workers=CLIENT_POOL_SIZE) as pool:
+            results = list(pool.map(write_and_queue, chunks))
+    except Exception:
+        store.release_fan_out_lease(parent_id, lease=lease)
+        raise
+    store.mark_fanned_out(parent_id, lease=lease)
     created = sum(c for c, _ in results)
     queued = sum(q for _, q in results)
     if created:
@@ -106,6 +177,7 @@ def train_all(services: Services, parent_id: str) -> FanOut:
             "children_total": len(skus),
             "children_created": created,
             "children_queued": queued,
+            "takeover": conditional,
         },
     )
     return FanOut(parent_id, JobStatus.STARTED.value, len(skus), created, queued)

@@ -13,6 +13,7 @@ counter change are one transaction, so a crash between them cannot lose a count.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -34,6 +35,7 @@ from siprems.jobs.model import (
 )
 
 STATUS_INDEX = "by_status"
+DYNAMODB_BATCH_LIMIT = 25  # items per BatchWriteItem
 PARENT_INDEX = "by_parent"
 
 _NAMES = {"#s": "status"}
@@ -55,6 +57,26 @@ class Transition:
     @property
     def applied(self) -> bool:
         return self.outcome is Outcome.APPLIED
+
+
+@dataclass(frozen=True)
+class FanOutLease:
+    """Who writes a train_all parent's children, and until when (that run's own deadline)."""
+
+    owner: str
+    until: datetime
+
+
+@dataclass(frozen=True)
+class FanOutState:
+    status: JobStatus
+    skus: list[str] | None  # frozen by the first run
+    owner: str | None
+    lease_until: str | None  # ISO time, as stored
+    fanned_out: bool
+
+    def lease_active(self, now: datetime) -> bool:
+        return bool(self.lease_until) and str(self.lease_until) >= iso(now)
 
 
 class JobStore:
@@ -251,9 +273,10 @@ class JobStore:
         return self._finish(job, JobStatus.REVOKED, owned=False)
 
     # --- train_all parents --------------------------------------------------------------------
-    def start_parent(self, parent_id: str, *, skus: list[str]) -> Transition:
+    def start_parent(self, parent_id: str, *, skus: list[str], lease: FanOutLease) -> Transition:
         """PENDING -> STARTED with the child list and counters, before any child is queued,
-        so that no child can finish before its parent knows the total."""
+        so that no child can finish before its parent knows the total. The run that applies
+        it holds the fan-out lease: until ``lease.until`` no other run writes children."""
         n = len(skus)
         now = iso(utc_now())
         return self._update(
@@ -261,7 +284,8 @@ class JobStore:
             update=(
                 "SET #s = :started, started_at = :now, updated_at = :now, skus = :skus,"
                 " children_total = :n, children_pending = :n, children_succeeded = :zero,"
-                " children_failed = :zero, children_revoked = :zero ADD attempts :one"
+                " children_failed = :zero, children_revoked = :zero,"
+                " fanout_owner = :owner, fanout_until = :until ADD attempts :one"
             ),
             condition="#s = :pending",
             values={
@@ -272,15 +296,109 @@ class JobStore:
                 ":n": n,
                 ":zero": 0,
                 ":one": 1,
+                ":owner": lease.owner,
+                ":until": iso(lease.until),
             },
         )
 
-    def parent_skus(self, parent_id: str) -> list[str] | None:
+    def fan_out_state(self, parent_id: str) -> FanOutState | None:
+        """What a train_all run needs to know of its parent (None if there is none)."""
         response = self._call(
-            "get_item", Key={"task_id": parent_id}, ConsistentRead=True, ProjectionExpression="skus"
+            "get_item",
+            Key={"task_id": parent_id},
+            ConsistentRead=True,
+            ProjectionExpression="#s, skus, fanout_owner, fanout_until, fanned_out_at",
+            ExpressionAttributeNames=_NAMES,
         )
-        skus = response.get("Item", {}).get("skus")
-        return list(skus) if skus is not None else None
+        item = response.get("Item")
+        if item is None:
+            return None
+        skus = item.get("skus")
+        return FanOutState(
+            status=JobStatus(item["status"]),
+            skus=list(skus) if skus is not None else None,
+            owner=item.get("fanout_owner"),
+            lease_until=item.get("fanout_until"),
+            fanned_out=bool(item.get("fanned_out_at")),
+        )
+
+    def take_fan_out_lease(
+        self, parent_id: str, *, lease: FanOutLease, expired: FanOutState, now: datetime
+    ) -> bool:
+        """Take over the fan-out of a run whose lease ran out (it stopped part way): True if
+        this run now holds it. Only one of several runs taking over at once gets it."""
+        condition = "#s = :started AND attribute_not_exists(fanned_out_at) AND " + (
+            "fanout_owner = :previous AND fanout_until < :now"
+            if expired.owner
+            else "attribute_not_exists(fanout_owner)"  # started before fan-out leases existed
+        )
+        values: dict[str, Any] = {
+            ":started": JobStatus.STARTED.value,
+            ":owner": lease.owner,
+            ":until": iso(lease.until),
+        }
+        if expired.owner:
+            values.update({":previous": expired.owner, ":now": iso(now)})
+        return self._update(
+            parent_id,
+            update="SET fanout_owner = :owner, fanout_until = :until",
+            condition=condition,
+            values=values,
+        ).applied
+
+    def release_fan_out_lease(self, parent_id: str, *, lease: FanOutLease) -> bool:
+        """A run that failed part way lets the next one take over at once."""
+        return self._update_lease(
+            parent_id,
+            update="SET fanout_until = :now",
+            condition="fanout_owner = :owner AND attribute_not_exists(fanned_out_at)",
+            lease=lease,
+        )
+
+    def mark_fanned_out(self, parent_id: str, *, lease: FanOutLease) -> bool:
+        """Every child is written and queued: later runs of this parent have nothing to do."""
+        return self._update_lease(
+            parent_id,
+            update="SET fanned_out_at = :now REMOVE fanout_until",
+            condition="fanout_owner = :owner",
+            lease=lease,
+        )
+
+    def _update_lease(
+        self, parent_id: str, *, update: str, condition: str, lease: FanOutLease
+    ) -> bool:
+        request = {
+            "Key": {"task_id": parent_id},
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": {":owner": lease.owner, ":now": iso(utc_now())},
+        }
+        try:
+            self._call("update_item", **request)
+        except _ConditionFailed:
+            return False
+        return True
+
+    def put_new_children(self, children: list[Job], *, attempts: int = 5) -> None:
+        """Write children that cannot exist yet (their parent's fan-out lease is held) with
+        BatchWriteItem, 25 a request: unconditional, hence only under the lease. Items
+        DynamoDB leaves unprocessed (throttling) are resent with backoff."""
+        for start in range(0, len(children), DYNAMODB_BATCH_LIMIT):
+            pending = [
+                {"PutRequest": {"Item": _dynamo(child.to_item())}}
+                for child in children[start : start + DYNAMODB_BATCH_LIMIT]
+            ]
+            for attempt in range(attempts):
+                response = self._client.batch_write_item(RequestItems={self.table_name: pending})
+                pending = response.get("UnprocessedItems", {}).get(self.table_name, [])
+                if not pending:
+                    break
+                time.sleep(0.05 * 2**attempt)
+            if pending:
+                raise StorageUnavailableError(
+                    f"DynamoDB left {len(pending)} children of a batch unwritten "
+                    f"after {attempts} attempts"
+                )
 
     def finalize_parent(self, parent_id: str) -> Transition:
         """STARTED -> SUCCESS (every child succeeded) or FAILURE, once no child is pending.
