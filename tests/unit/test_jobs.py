@@ -334,3 +334,23 @@ def test_a_known_product_is_not_looked_up_again_until_its_time_is_up():
     now[0] = SalesDatabase.KNOWN_PRODUCT_SECONDS + 1
     assert sales.product_exists("BRD-001")
     assert lookups.count("BRD-001") == 2
+
+
+def test_a_parent_holds_a_sku_list_larger_than_a_plain_item_could(jobs_store):
+    """40,000 random 10-character SKUs are ~480 KB as a list, over DynamoDB's 400 KB item
+    limit (which moto does not enforce on updates); compressed they fit, and read back
+    unchanged."""
+    import random
+
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
+    draw = random.Random(7)
+    skus = sorted("".join(draw.choice(alphabet) for _ in range(10)) for _ in range(40_000))
+    parent = Job.new(JobType.TRAIN_ALL)
+    jobs_store.create(parent)
+    assert jobs_store.start_parent(parent.task_id, skus=skus, lease=lease()).applied
+    assert jobs_store.fan_out_state(parent.task_id).skus == skus
+    assert jobs_store.get(parent.task_id).children.total == 40_000
+    raw = jobs_store._client.get_item(
+        TableName=jobs_store.table_name, Key={"task_id": parent.task_id}
+    )
+    assert len(raw["Item"]["skus_gz"].value) < 300_000

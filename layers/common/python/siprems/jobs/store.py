@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -282,7 +283,7 @@ class JobStore:
         return self._update(
             parent_id,
             update=(
-                "SET #s = :started, started_at = :now, updated_at = :now, skus = :skus,"
+                "SET #s = :started, started_at = :now, updated_at = :now, skus_gz = :skus,"
                 " children_total = :n, children_pending = :n, children_succeeded = :zero,"
                 " children_failed = :zero, children_revoked = :zero,"
                 " fanout_owner = :owner, fanout_until = :until ADD attempts :one"
@@ -292,7 +293,7 @@ class JobStore:
                 ":started": JobStatus.STARTED.value,
                 ":pending": JobStatus.PENDING.value,
                 ":now": now,
-                ":skus": skus,
+                ":skus": _packed(skus),
                 ":n": n,
                 ":zero": 0,
                 ":one": 1,
@@ -307,16 +308,16 @@ class JobStore:
             "get_item",
             Key={"task_id": parent_id},
             ConsistentRead=True,
-            ProjectionExpression="#s, skus, fanout_owner, fanout_until, fanned_out_at",
+            ProjectionExpression="#s, skus_gz, fanout_owner, fanout_until, fanned_out_at",
             ExpressionAttributeNames=_NAMES,
         )
         item = response.get("Item")
         if item is None:
             return None
-        skus = item.get("skus")
+        skus = item.get("skus_gz")
         return FanOutState(
             status=JobStatus(item["status"]),
-            skus=list(skus) if skus is not None else None,
+            skus=_unpacked(skus) if skus is not None else None,
             owner=item.get("fanout_owner"),
             lease_until=item.get("fanout_until"),
             fanned_out=bool(item.get("fanned_out_at")),
@@ -578,8 +579,22 @@ def _deserialized(raw: dict[str, Any] | None) -> dict[str, Any] | None:
     return {key: deserializer.deserialize(value) for key, value in raw.items()}
 
 
+def _packed(skus: list[str]) -> bytes:
+    """A parent's frozen SKU list, compressed: a DynamoDB item is at most 400 KB, and every
+    child's completion updates the parent, paid by the item's size (1 KB a write unit)."""
+    return zlib.compress(json.dumps(skus, separators=(",", ":")).encode())
+
+
+def _unpacked(packed: Any) -> list[str]:
+    return list(json.loads(zlib.decompress(bytes(getattr(packed, "value", packed)))))
+
+
 def _dynamo(value: Any) -> Any:
-    """DynamoDB takes Decimal, not float."""
+    """DynamoDB takes Decimal, not float (binary values pass as they are)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, dict) and any(isinstance(v, bytes) for v in value.values()):
+        return {key: _dynamo(v) for key, v in value.items()}
     return json.loads(json.dumps(value), parse_float=Decimal)
 
 
