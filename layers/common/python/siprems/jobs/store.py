@@ -7,7 +7,9 @@ says why, with the job as it is now. Statuses are queried through the ``by_statu
 
 A train_all parent keeps atomic counters of its children (``children_total``, ``_pending``,
 ``_succeeded``, ``_failed``, ``_revoked``). A child's final transition and its parent's
-counter change are one transaction, so a crash between them cannot lose a count.
+counter change are one transaction, so a crash between them cannot lose a count. Its
+children are created unconditionally in batches only by the run holding the parent's
+fan-out lease (``FanOutLease``; see siprems.jobs.fanout).
 """
 
 from __future__ import annotations
