@@ -24,6 +24,7 @@ from siprems.forecasting.train import (
     holdout_backtest,
     holidays_near,
     kernel_of,
+    seasonality_features,
     train_with_holdout,
 )
 
@@ -110,6 +111,54 @@ def test_feature_matrix_rows_follow_each_fits_history(kiel):
     assert rows["promo"].tolist() == [0.0, 1.0, 0.0]  # the fit's own regressor values
     with pytest.raises(ValueError, match="does not cover"):
         matrix.rows(pd.DataFrame({"ds": pd.to_datetime(["2018-01-01"]), "promo": [0.0]}))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"profile": "legacy"},
+        {"summer_winter_weekly": True, "monthly_seasonality": True},
+        {"seasonality_mode": "multiplicative", "promo_regressor": False},
+        {"promo_regressor": False, "holiday_country": None, "event_lower_window": 0},
+    ],
+    ids=str,
+)
+def test_numpy_features_equal_prophets(kiel, overrides):
+    """The matrix's numpy features are Prophet's ``make_all_seasonality_features`` bit for
+    bit (columns, order, prior scales, component matrix, modes, holiday names)."""
+    _, events = kiel
+    overrides = dict(overrides)
+    options = ForecastOptions.named(overrides.pop("profile", "default"))
+    options = dataclasses.replace(options, **overrides)
+    first, last = pd.Timestamp("2014-11-03"), pd.Timestamp("2019-01-31")
+    holidays = holiday_frame(events, options, first.date(), last.date())
+    days = pd.DataFrame({"ds": pd.date_range(first, last, freq="D"), "y": 0.0})
+    days["promo"] = (days["ds"].dt.day % 9 == 0).astype(float)
+
+    def prepared():
+        model = build_model(options, holidays)
+        frame = model.setup_dataframe(add_conditions(days, options), initialize_scales=True)
+        model.history = frame
+        model.set_auto_seasonalities()
+        return model, frame
+
+    prophet_model, frame = prepared()
+    with holidays_near(prophet_model, frame["ds"]):
+        expected = prophet_model.make_all_seasonality_features(frame)
+    numpy_model, frame = prepared()
+    with holidays_near(numpy_model, frame["ds"]):
+        ours = seasonality_features(numpy_model, frame)
+
+    assert expected[0].shape[1] > 10
+    pd.testing.assert_frame_equal(
+        ours[0].reset_index(drop=True), expected[0], check_exact=True, check_column_type=False
+    )
+    assert list(ours[0].index) == list(frame["ds"])
+    assert ours[1] == expected[1]
+    pd.testing.assert_frame_equal(ours[2], expected[2], check_exact=True)
+    assert ours[3] == expected[3]
+    assert list(numpy_model.train_holiday_names) == list(prophet_model.train_holiday_names)
 
 
 def test_kernel_correction_factor_matches_prophets_predict(kiel, tmp_path):

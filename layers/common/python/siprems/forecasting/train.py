@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import logging
 import os
 import resource
@@ -128,7 +127,7 @@ def build_model(options: ForecastOptions, holidays: pd.DataFrame | None) -> Prop
 @dataclass
 class FeatureMatrix:
     """Prophet's regression features (seasonalities, holidays, regressors) for every calendar
-    day of a span, built once with Prophet's own ``make_all_seasonality_features`` and sliced
+    day of a span, built once (``seasonality_features``: Prophet's, with numpy) and sliced
     for each fit of a training (the hold-out fit and the refit on all data see the same days
     but one window apart; Prophet rebuilt the matrix, holiday loop included, for each fit).
 
@@ -162,13 +161,8 @@ class FeatureMatrix:
         prepared = model.setup_dataframe(add_conditions(days, options), initialize_scales=True)
         model.history = prepared
         model.set_auto_seasonalities()
-        # this model only builds the matrix: its holiday block is built with numpy
-        model.make_holiday_features = functools.partial(_holiday_features, model)
         with holidays_near(model, prepared["ds"]):
-            features, prior_scales, component_cols, modes = model.make_all_seasonality_features(
-                prepared
-            )
-        features.index = pd.DatetimeIndex(prepared["ds"])
+            features, prior_scales, component_cols, modes = seasonality_features(model, prepared)
         return cls(
             columns=features,
             prior_scales=list(prior_scales),
@@ -189,42 +183,149 @@ class FeatureMatrix:
         return features
 
 
+def seasonality_features(
+    model: Prophet, df: pd.DataFrame
+) -> tuple[pd.DataFrame, list[float], pd.DataFrame, dict[str, list[str]]]:
+    """Prophet's ``make_all_seasonality_features`` (1.5.0) with numpy: the same feature
+    columns (bit for bit: the same float operations in the same order), prior scales,
+    component matrix and modes, indexed by ``df``'s days, without Prophet's per-block
+    DataFrames, ``concat`` and ``crosstab`` (most of the matrix's time once the holiday
+    block was numpy). ``test_numpy_features_equal_prophets`` compares them on the Kiel data."""
+    dates = pd.DatetimeIndex(df["ds"])
+    # Prophet's t: (ds - epoch).total_seconds() / 86400, exact for whole seconds
+    seconds = (dates - pd.Timestamp("1970-01-01", tz=dates.tz)).total_seconds().to_numpy()
+    x_t = np.pi * 2 * (seconds / (24 * 60 * 60))
+    blocks: list[np.ndarray] = []
+    names: list[str] = []
+    prior_scales: list[float] = []
+    modes: dict[str, list[str]] = {"additive": [], "multiplicative": []}
+    for name, props in model.seasonalities.items():
+        order = int(props["fourier_order"])
+        if not order >= 1:
+            raise ValueError("series_order must be >= 1")
+        block = np.empty((len(dates), 2 * order))
+        for i in range(order):
+            c = (i + 1) / props["period"] * x_t
+            block[:, 2 * i] = np.sin(c)
+            block[:, 2 * i + 1] = np.cos(c)
+        if props["condition_name"] is not None:
+            block[~df[props["condition_name"]].to_numpy(dtype=bool)] = 0.0
+        blocks.append(block)
+        names.extend(f"{name}_delim_{i + 1}" for i in range(2 * order))
+        prior_scales.extend([props["prior_scale"]] * (2 * order))
+        modes[props["mode"]].append(name)
+    holidays = model.construct_holiday_dataframe(df["ds"])
+    if len(holidays) > 0:
+        block, columns, holiday_priors, holiday_names = _holiday_features(
+            model, df["ds"], holidays
+        )
+        blocks.append(block)
+        names.extend(columns)
+        prior_scales.extend(holiday_priors)
+        modes[model.holidays_mode].extend(holiday_names)
+    for name, props in model.extra_regressors.items():
+        blocks.append(df[name].to_numpy(dtype=float).reshape(-1, 1))
+        names.append(name)
+        prior_scales.append(props["prior_scale"])
+        modes[props["mode"]].append(name)
+    if not blocks:  # Prophet's dummy column, so that X is never empty
+        blocks.append(np.zeros((len(dates), 1)))
+        names.append("zeros")
+        prior_scales.append(1.0)
+    features = pd.DataFrame(np.hstack(blocks), columns=names, index=dates)
+    return features, prior_scales, _component_columns(model, names, modes), modes
+
+
+def _component_columns(
+    model: Prophet, columns: Sequence[str], modes: dict[str, list[str]]
+) -> pd.DataFrame:
+    """Prophet's ``regressor_column_matrix`` (1.5.0) without ``crosstab``: for each
+    component (seasonality, holiday, regressor and the groups Prophet adds), which feature
+    columns it sums. Appends the group components to ``modes`` as Prophet does."""
+    own = [name.split("_delim_")[0] for name in columns]
+    members: dict[str, set[int]] = {}
+    for col, component in enumerate(own):
+        members.setdefault(component, set()).add(col)
+
+    def add_group(name: str, group: Sequence[str]) -> None:
+        wanted = set(group)
+        cols = {col for col, component in enumerate(own) if component in wanted}
+        if cols:
+            members.setdefault(name, set()).update(cols)
+
+    if model.train_holiday_names is not None:
+        add_group("holidays", list(model.train_holiday_names.unique()))
+    for mode in ("additive", "multiplicative"):
+        add_group(f"{mode}_terms", modes[mode])
+        regressors = [r for r, props in model.extra_regressors.items() if props["mode"] == mode]
+        add_group(f"extra_regressors_{mode}", regressors)
+        modes[mode].append(f"{mode}_terms")
+        modes[mode].append(f"extra_regressors_{mode}")
+    modes[model.holidays_mode].append("holidays")
+    # crosstab's order: the components sorted, then the missing terms columns appended
+    names = sorted(members)
+    names += [n for n in ("additive_terms", "multiplicative_terms") if n not in members]
+    matrix = np.zeros((len(own), len(names)), dtype=np.int64)
+    for j, name in enumerate(names):
+        matrix[sorted(members.get(name, ())), j] = 1
+    component_cols = pd.DataFrame(
+        matrix,
+        index=pd.Index(np.arange(len(own)), name="col"),
+        columns=pd.Index(names, name="component"),
+    ).drop(columns="zeros", errors="ignore")
+    if (component_cols["additive_terms"] + component_cols["multiplicative_terms"]).max() > 1:
+        raise ValueError("A bug occurred in seasonal components.")
+    return component_cols
+
+
 def _holiday_features(
     model: Prophet, dates: pd.Series, holidays: pd.DataFrame
-) -> tuple[pd.DataFrame, list[float], list[str]]:
+) -> tuple[np.ndarray, list[str], list[float], list[str]]:
     """Prophet's ``make_holiday_features`` (1.5.0) with numpy: the same columns (one per
-    holiday name and window day, sorted by name), prior scales and names, without its
-    ``pd.to_datetime`` per holiday row and window day (two thirds of the matrix's time).
-    ``test_fit_gives_prophet_fits_parameters`` checks the fit against Prophet's own."""
-    day_numbers = np.asarray(dates, dtype="datetime64[D]").astype(np.int64)
-    order = np.argsort(day_numbers)
-    columns: dict[str, np.ndarray] = {}
+    holiday name and window day, sorted by name; returned as an array and their names),
+    prior scales and holiday names, without its ``pd.to_datetime`` and ``get_loc`` per
+    holiday row and window day. Sets ``train_holiday_names`` as Prophet does."""
+    position = {
+        int(day): i
+        for i, day in enumerate(np.asarray(dates, dtype="datetime64[D]").astype(np.int64))
+    }
+    count = len(holidays)
+    days = np.asarray(holidays["ds"], dtype="datetime64[D]").astype(np.int64)
+    lowers = holidays["lower_window"] if "lower_window" in holidays else pd.Series([0] * count)
+    uppers = holidays["upper_window"] if "upper_window" in holidays else pd.Series([0] * count)
+    default_scale = float(model.holidays_prior_scale)
+    scales = holidays["prior_scale"] if "prior_scale" in holidays else [default_scale] * count
+    hits: dict[str, list[int]] = {}
     prior_scales: dict[str, float] = {}
-    frame_days = np.asarray(holidays["ds"], dtype="datetime64[D]").astype(np.int64)
-    for i, row in enumerate(holidays.itertuples()):
-        lower = int(getattr(row, "lower_window", 0))
-        upper = int(getattr(row, "upper_window", 0))
-        scale = float(getattr(row, "prior_scale", model.holidays_prior_scale))
+    for name, day, lower, upper, scale in zip(
+        holidays["holiday"], days.tolist(), lowers, uppers, scales, strict=True
+    ):
+        try:
+            lower, upper = int(lower), int(upper)
+        except ValueError:  # Prophet's rule for a missing window
+            lower = upper = 0
+        scale = float(scale)
         if np.isnan(scale):
-            scale = float(model.holidays_prior_scale)
-        if row.holiday in prior_scales and prior_scales[row.holiday] != scale:
-            raise ValueError(f"Holiday {row.holiday!r} does not have consistent prior scale")
+            scale = default_scale
+        if name in prior_scales and prior_scales[name] != scale:
+            raise ValueError(f"Holiday {name!r} does not have consistent prior scale")
         if scale <= 0:
             raise ValueError("Prior scale must be > 0")
-        prior_scales[row.holiday] = scale
+        prior_scales[name] = scale
         for offset in range(lower, upper + 1):
-            key = f"{row.holiday}_delim_{'+' if offset >= 0 else '-'}{abs(offset)}"
-            column = columns.setdefault(key, np.zeros(len(day_numbers)))
-            at = np.searchsorted(day_numbers, frame_days[i] + offset, sorter=order)
-            if at < len(order) and day_numbers[order[at]] == frame_days[i] + offset:
-                column[order[at]] = 1.0
-    names = sorted(columns)
-    features = pd.DataFrame({name: columns[name] for name in names}, index=dates.index)
-    scale_list = [prior_scales[name.split("_delim_")[0]] for name in names]
+            rows = hits.setdefault(f"{name}_delim_{'+' if offset >= 0 else '-'}{abs(offset)}", [])
+            at = position.get(day + offset)
+            if at is not None:
+                rows.append(at)
+    names = sorted(hits)
+    block = np.zeros((len(position), len(names)))
+    for j, key in enumerate(names):
+        block[hits[key], j] = 1.0
+    scale_list = [prior_scales[key.split("_delim_")[0]] for key in names]
     holiday_names = list(prior_scales)
     if model.train_holiday_names is None:
         model.train_holiday_names = pd.Series(holiday_names)
-    return features, scale_list, holiday_names
+    return block, names, scale_list, holiday_names
 
 
 def fit(
