@@ -270,3 +270,33 @@ def test_products_with_the_same_span_share_one_feature_matrix(kiel):
     for day in range(train.CACHED_FEATURE_MATRICES):
         train._shared_features(options, holidays, first, last + pd.Timedelta(days=2 + day))
     assert len(train._FEATURES) == train.CACHED_FEATURE_MATRICES
+
+
+def test_holiday_frames_are_cached_by_year_and_copied(kiel):
+    from datetime import date
+
+    from siprems.forecasting import train
+
+    _, events = kiel
+    options = ForecastOptions.default()
+    train._HOLIDAYS.clear()
+    first = train.holidays_of(events, options, date(2015, 3, 1), date(2018, 7, 31))
+    # another span in the same years: the same frame, from the cache, as holiday_frame gives
+    again = train.holidays_of(events, options, date(2015, 1, 1), date(2018, 6, 30))
+    assert len(train._HOLIDAYS) == 1
+    pd.testing.assert_frame_equal(
+        again, holiday_frame(events, options, date(2015, 1, 1), date(2018, 6, 30))
+    )
+    pd.testing.assert_frame_equal(first, again)
+    first.loc[0, "holiday"] = "changed by a caller"  # callers get copies
+    assert (
+        train.holidays_of(events, options, date(2015, 1, 1), date(2018, 7, 31)).loc[0, "holiday"]
+        != "changed by a caller"
+    )
+    # other years or other options: other frames
+    later = train.holidays_of(events, options, date(2016, 1, 1), date(2018, 7, 31))
+    assert len(later) < len(first)  # no public holidays of 2015
+    legacy = train.holidays_of(
+        events, ForecastOptions.legacy(), date(2015, 1, 1), date(2018, 7, 31)
+    )
+    assert len(train._HOLIDAYS) == 3 and len(legacy) != len(first)

@@ -345,7 +345,7 @@ def fit(
     data, removed = training_frame(frame, options, sku)
     first_day = data["ds"].iloc[0].date()
     last_day = data["ds"].iloc[-1].date()
-    holidays = holiday_frame(events, options, first_day, last_day)
+    holidays = holidays_of(events, options, first_day, last_day)
     # the fit's time includes building its features (Prophet's fit builds them too)
     started, cpu_started = time.perf_counter(), cpu_seconds()
     if features is None:
@@ -781,7 +781,7 @@ def train_with_holdout(
     held_frame = frame[frame["ds"] <= cutoff]
     first = training_start(held_frame if not held_frame.empty else frame, options)
     last = frame["ds"].iloc[-1]
-    holidays = holiday_frame(events, options, first.date(), last.date())
+    holidays = holidays_of(events, options, first.date(), last.date())
     features = _shared_features(options, holidays, first, last)
     # The two fits are independent: the refit runs in a thread while this one runs the
     # hold-out, so their cmdstan processes overlap (Python's parts still take turns).
@@ -813,6 +813,26 @@ def train_with_holdout(
         **({"holdout": FitState.of(held_out)} if held_out is not None else {}),
     }
     return trained, backtest
+
+
+# Holiday frames by (options, events, years): ``holiday_frame`` depends on the years of the
+# span alone, and builds the country's calendar anew on each call (three per training).
+_HOLIDAYS: OrderedDict[tuple[Any, ...], pd.DataFrame | None] = OrderedDict()
+CACHED_HOLIDAY_FRAMES = 8
+
+
+def holidays_of(
+    events: Sequence[Event], options: ForecastOptions, first_day: date, last_day: date
+) -> pd.DataFrame | None:
+    """``holiday_frame(events, options, first_day, last_day)``, a copy of a cached one."""
+    key = (options.config_hash(), tuple(events), first_day.year, last_day.year)
+    if key not in _HOLIDAYS:
+        _HOLIDAYS[key] = holiday_frame(events, options, first_day, last_day)
+        while len(_HOLIDAYS) > CACHED_HOLIDAY_FRAMES:
+            _HOLIDAYS.popitem(last=False)
+    _HOLIDAYS.move_to_end(key)
+    frame = _HOLIDAYS[key]
+    return None if frame is None else frame.copy()
 
 
 # Feature matrices by (options, holidays, span): features depend on the calendar alone, so
