@@ -5,13 +5,16 @@
 What ``train_product`` computes (no database or S3 time), per Kiel product, median of
 ``--repeats``, wall and CPU milliseconds (CPU includes cmdstan's child processes):
 
-- **cold**: the first training of a product (both fits from Prophet's initial values);
+- **cold**: the first training of a product (both fits from Prophet's initial values), its
+  two fits at the same time (two cmdstan processes, as the service runs them);
+- **cold, serial**: the same, the fits one after the other (what one CPU allows);
 - **warm**: a nightly training: the fit states of the night before's training (its data up
   to the day before) start both fits (``warm_start_nights``);
 - **warm, shared matrix**: the same, with the feature matrix already built by an earlier
   training of the process (products of a train-all whose histories span the same days).
 
-Cold and warm build their feature matrix (the process cache is cleared before each).
+Cold and warm build their feature matrix and holiday frame (the process caches are cleared
+before each).
 
 Also the original settings' single fit (``legacy``, no hold-out), timed the same way in the
 same run, as the reference of issue #8. Writes ``bench/results/train_speed.json``.
@@ -67,14 +70,34 @@ def run_sku(sku, daily, events, options, repeats, work_dir) -> dict[str, Any]:
     legacy = ForecastOptions.legacy()
     legacy_frame = sales_frame(daily, legacy)
     runs: dict[str, list[float]] = {}
-    iterations: dict[str, list[int]] = {"cold": [], "warm": [], "warm_shared": []}
+    iterations: dict[str, list[int]] = {
+        "cold": [],
+        "cold_serial": [],
+        "warm": [],
+        "warm_shared": [],
+    }
+    cases = (
+        ("cold", None, True),
+        ("cold_serial", None, False),
+        ("warm", states, True),
+        ("warm_shared", states, True),
+    )
     for _ in range(repeats):  # interleaved: all see the same load
-        for name, prior in (("cold", None), ("warm", states), ("warm_shared", states)):
+        for name, prior, concurrent in cases:
             if name != "warm_shared":
                 train._FEATURES.clear()
+                train._HOLIDAYS.clear()
             trained, wall, cpu = _timed(
-                lambda prior=prior: train_with_holdout(
-                    frame, observed, events, options, sku, HORIZON, work_dir, previous=prior
+                lambda prior=prior, concurrent=concurrent: train_with_holdout(
+                    frame,
+                    observed,
+                    events,
+                    options,
+                    sku,
+                    HORIZON,
+                    work_dir,
+                    previous=prior,
+                    concurrent=concurrent,
                 )[0]
             )
             runs.setdefault(f"{name}_ms", []).append(wall)
@@ -115,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     per_sku = {}
     print(f"train with hold-out backtest, {args.profile} options, median of {args.repeats}")
     print(
-        f"{'sku':9s}{'cold ms':>9s}{'(cpu)':>7s}{'warm ms':>9s}{'(cpu)':>7s}"
+        f"{'sku':9s}{'cold ms':>9s}{'(cpu)':>7s}{'serial ms':>10s}{'(cpu)':>7s}"
+        f"{'warm ms':>9s}{'(cpu)':>7s}"
         f"{'shared ms':>10s}{'(cpu)':>7s}"
         f"{'original fit ms':>17s}{'(cpu)':>7s}{'refit iterations cold/warm':>28s}"
     )
@@ -123,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         f = per_sku[sku] = run_sku(sku, daily[sku], events, options, args.repeats, work_dir)
         it = f["refit_iterations"]
         print(
-            f"{sku:9s}{f['cold_ms']:9.0f}{f['cold_cpu_ms']:7.0f}{f['warm_ms']:9.0f}"
+            f"{sku:9s}{f['cold_ms']:9.0f}{f['cold_cpu_ms']:7.0f}"
+            f"{f['cold_serial_ms']:10.0f}{f['cold_serial_cpu_ms']:7.0f}{f['warm_ms']:9.0f}"
             f"{f['warm_cpu_ms']:7.0f}{f['warm_shared_ms']:10.0f}{f['warm_shared_cpu_ms']:7.0f}"
             f"{f['original_fit_ms']:17.0f}{f['original_fit_cpu_ms']:7.0f}"
             f"{it['cold']:>20}/{it['warm']}"
@@ -133,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in (
             "cold_ms",
             "cold_cpu_ms",
+            "cold_serial_ms",
+            "cold_serial_cpu_ms",
             "warm_ms",
             "warm_cpu_ms",
             "warm_shared_ms",
@@ -144,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     print(
         f"median of SKUs: cold {summary['cold_ms']:.0f} ms wall / {summary['cold_cpu_ms']:.0f} "
-        f"ms CPU, warm {summary['warm_ms']:.0f} / {summary['warm_cpu_ms']:.0f}, warm with a "
+        f"ms CPU (fits one after the other {summary['cold_serial_ms']:.0f} / "
+        f"{summary['cold_serial_cpu_ms']:.0f}), warm {summary['warm_ms']:.0f} / "
+        f"{summary['warm_cpu_ms']:.0f}, warm with a "
         f"shared matrix {summary['warm_shared_ms']:.0f} / {summary['warm_shared_cpu_ms']:.0f}, "
         f"the original's "
         f"single fit {summary['original_fit_ms']:.0f} / {summary['original_fit_cpu_ms']:.0f} "

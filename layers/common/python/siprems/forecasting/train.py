@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import resource
@@ -763,13 +764,16 @@ def train_with_holdout(
     horizon: int,
     work_dir: Path | None = None,
     previous: Mapping[str, FitState] | None = None,
+    *,
+    concurrent: bool = True,
 ) -> tuple[TrainedModel, dict[str, Any]]:
     """A training: the hold-out backtest of the last ``horizon`` days, then the model fitted
     on all data (the one to serve), and the backtest's scores.
 
     Both fits share one feature matrix (built once) and run at the same time (two cmdstan
     processes: on two free cores the training takes about as long as its longer fit; each
-    fit's ``fit_ms``/``fit_cpu_ms`` then overlaps the other's). With ``previous`` (the
+    fit's ``fit_ms``/``fit_cpu_ms`` then overlaps the other's; ``concurrent=False`` runs
+    them one after the other, the same fits). With ``previous`` (the
     last training's ``fit_states``, same options) and ``options.warm_start_nights``, each
     fit starts from its counterpart of the night before, unless that one already ends a
     chain of that many warm starts. The refit never starts from the hold-out fit:
@@ -785,17 +789,18 @@ def train_with_holdout(
     features = _shared_features(options, holidays, first, last)
     # The two fits are independent: the refit runs in a thread while this one runs the
     # hold-out, so their cmdstan processes overlap (Python's parts still take turns).
+    refit = functools.partial(
+        fit,
+        frame,
+        events,
+        options,
+        sku,
+        work_dir,
+        features=features,
+        init=_warm(previous, "final", options),
+    )
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="refit") as pool:
-        refit = pool.submit(
-            fit,
-            frame,
-            events,
-            options,
-            sku,
-            work_dir,
-            features=features,
-            init=_warm(previous, "final", options),
-        )
+        refitted = pool.submit(refit) if concurrent else None
         backtest, held_out = _holdout(
             frame,
             observed,
@@ -807,7 +812,7 @@ def train_with_holdout(
             features=features,
             init=_warm(previous, "holdout", options),
         )
-        trained = refit.result()
+        trained = refitted.result() if refitted is not None else refit()
     trained.extra["fit_states"] = {
         "final": FitState.of(trained),
         **({"holdout": FitState.of(held_out)} if held_out is not None else {}),
