@@ -84,7 +84,9 @@ def test_training_with_holdout_equals_two_standalone_fits(kiel, tmp_path):
     frame = sales_frame(daily[sku], options)
     observed = sales_frame(daily[sku], ForecastOptions(missing_days="skip"))
 
-    trained, backtest = train_with_holdout(frame, observed, events, options, sku, 28, tmp_path)
+    trained, backtest = train_with_holdout(
+        frame, observed, events, options, sku, 28, tmp_path, concurrent=True
+    )
     alone = fit(frame, events, options, sku, tmp_path)
     assert backtest == holdout_backtest(frame, observed, events, options, sku, 28, tmp_path) | {
         "fit_ms": backtest["fit_ms"],
@@ -94,6 +96,29 @@ def test_training_with_holdout_equals_two_standalone_fits(kiel, tmp_path):
         assert np.array_equal(trained.model.params[name], alone.model.params[name]), name
     assert trained.correction_factor == alone.correction_factor
     assert backtest["cutoff"] == "2018-07-03" and backtest["test_days"] > 0
+    # the fits one after the other: the same model and scores
+    serial, serial_backtest = train_with_holdout(
+        frame, observed, events, options, sku, 28, tmp_path, concurrent=False
+    )
+    for name in PARAMS:
+        assert np.array_equal(serial.model.params[name], trained.model.params[name]), name
+    assert serial_backtest["model"] == backtest["model"]
+    assert list(tmp_path.iterdir()) == []  # both fits' cmdstan files are gone
+
+
+@pytest.mark.parametrize(
+    ("memory_mb", "cpus", "expected"),
+    [("1024", 2, False), ("1769", 2, False), ("3008", 2, True), (None, 1, False), (None, 2, True)],
+)
+def test_fits_run_concurrently_only_with_two_cpus(monkeypatch, memory_mb, cpus, expected):
+    from siprems.forecasting import train
+
+    if memory_mb is None:
+        monkeypatch.delenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb)
+    monkeypatch.setattr(train.os, "process_cpu_count", lambda: cpus)
+    assert train.two_cpus() is expected
 
 
 def test_feature_matrix_rows_follow_each_fits_history(kiel):

@@ -765,15 +765,16 @@ def train_with_holdout(
     work_dir: Path | None = None,
     previous: Mapping[str, FitState] | None = None,
     *,
-    concurrent: bool = True,
+    concurrent: bool | None = None,
 ) -> tuple[TrainedModel, dict[str, Any]]:
     """A training: the hold-out backtest of the last ``horizon`` days, then the model fitted
     on all data (the one to serve), and the backtest's scores.
 
-    Both fits share one feature matrix (built once) and run at the same time (two cmdstan
-    processes: on two free cores the training takes about as long as its longer fit; each
-    fit's ``fit_ms``/``fit_cpu_ms`` then overlaps the other's; ``concurrent=False`` runs
-    them one after the other, the same fits). With ``previous`` (the
+    Both fits share one feature matrix (built once). With two CPUs (``concurrent``, by
+    default ``two_cpus()``) they run at the same time (two cmdstan processes: on two free
+    CPUs the training takes about as long as its longer fit; each fit's
+    ``fit_ms``/``fit_cpu_ms`` then overlaps the other's); else one after the other (the
+    same fits: on one CPU the overlap only adds switching). With ``previous`` (the
     last training's ``fit_states``, same options) and ``options.warm_start_nights``, each
     fit starts from its counterpart of the night before, unless that one already ends a
     chain of that many warm starts. The refit never starts from the hold-out fit:
@@ -799,6 +800,8 @@ def train_with_holdout(
         features=features,
         init=_warm(previous, "final", options),
     )
+    if concurrent is None:
+        concurrent = two_cpus()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="refit") as pool:
         refitted = pool.submit(refit) if concurrent else None
         backtest, held_out = _holdout(
@@ -818,6 +821,20 @@ def train_with_holdout(
         **({"holdout": FitState.of(held_out)} if held_out is not None else {}),
     }
     return trained, backtest
+
+
+# Lambda gives a function one full vCPU at this memory size and a second one above it.
+LAMBDA_ONE_VCPU_MB = 1769
+
+
+def two_cpus() -> bool:
+    """Whether this process can run two CPU-bound processes at once: on Lambda, whether its
+    memory size buys more than one vCPU (the runtime shows two vCPUs whatever it buys);
+    elsewhere, whether two CPUs are usable."""
+    memory_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    if memory_mb:
+        return int(memory_mb) > LAMBDA_ONE_VCPU_MB
+    return (os.process_cpu_count() or 1) >= 2
 
 
 # Holiday frames by (options, events, years): ``holiday_frame`` depends on the years of the
