@@ -10,6 +10,7 @@ import os
 import resource
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 from collections import OrderedDict
@@ -841,6 +842,7 @@ def two_cpus() -> bool:
 # span alone, and builds the country's calendar anew on each call (three per training).
 _HOLIDAYS: OrderedDict[tuple[Any, ...], pd.DataFrame | None] = OrderedDict()
 CACHED_HOLIDAY_FRAMES = 8
+_HOLIDAYS_LOCK = threading.Lock()
 
 
 def holidays_of(
@@ -848,12 +850,13 @@ def holidays_of(
 ) -> pd.DataFrame | None:
     """``holiday_frame(events, options, first_day, last_day)``, a copy of a cached one."""
     key = (options.config_hash(), tuple(events), first_day.year, last_day.year)
-    if key not in _HOLIDAYS:
-        _HOLIDAYS[key] = holiday_frame(events, options, first_day, last_day)
-        while len(_HOLIDAYS) > CACHED_HOLIDAY_FRAMES:
-            _HOLIDAYS.popitem(last=False)
-    _HOLIDAYS.move_to_end(key)
-    frame = _HOLIDAYS[key]
+    with _HOLIDAYS_LOCK:  # a training's two fits may ask at the same time
+        if key not in _HOLIDAYS:
+            _HOLIDAYS[key] = holiday_frame(events, options, first_day, last_day)
+            while len(_HOLIDAYS) > CACHED_HOLIDAY_FRAMES:
+                _HOLIDAYS.popitem(last=False)
+        _HOLIDAYS.move_to_end(key)
+        frame = _HOLIDAYS[key]
     return None if frame is None else frame.copy()
 
 
