@@ -42,7 +42,28 @@ CANDIDATES = {
     "changepoint_prior_0.2": {"changepoint_prior_scale": 0.2},
     "correction_last_56_days": {"correction_window_days": 56},
 }
-ALONE = {"school_holidays": {"school_holidays": True}}
+ALONE = {
+    "school_holidays": {"school_holidays": True},
+    "changepoints_12": {"n_changepoints": 12},
+    "changepoints_50": {"n_changepoints": 50},
+    "weekly_prior_0.5": {"weekly_prior_scale": 0.5},
+    "outliers_clipped": {"outlier_action": "clip"},
+    "outliers_by_weekday": {"outlier_scope": "weekday"},
+    "outliers_by_weekday_clipped_3": {
+        "outlier_scope": "weekday",
+        "outlier_action": "clip",
+        "outlier_sigma": 3.0,
+    },
+    "history_731_days": {"max_history_days": 731},
+    "history_1095_days": {"max_history_days": 1095},
+}
+# a robust-loss proxy: fit, then refit with the days whose residual (log scale) lies beyond
+# this many σ of the residuals dropped ("drop") or pulled to that bound ("clip")
+RESIDUAL_REFITS = {
+    "residual_outliers_dropped_3": (3.0, "drop"),
+    "residual_outliers_clipped_2.5": (2.5, "clip"),
+}
+ALONE |= {name: {} for name in RESIDUAL_REFITS}
 RESULTS = ROOT / "bench" / "results" / "forecast_variants.json"
 
 _DATA: dict[str, Any] = {}
@@ -79,6 +100,10 @@ def _fit_window(task: tuple[str, dict[str, Any], str, pd.Timestamp]) -> tuple[tu
     if test.empty:
         return (name, sku, cutoff), None
     trained = fit(frame[frame["ds"] <= cutoff], _DATA["events"], options, sku)
+    if name in RESIDUAL_REFITS:
+        trained = _refit_without_residual_outliers(
+            trained, frame[frame["ds"] <= cutoff], *RESIDUAL_REFITS[name], sku
+        )
     p50 = predict_horizon(trained, test[["ds", "promo"]]).frame["p50"].to_numpy()
     history = observed[observed["ds"] <= cutoff].set_index("ds")["y"]
     return (name, sku, cutoff), {
@@ -87,6 +112,53 @@ def _fit_window(task: tuple[str, dict[str, Any], str, pd.Timestamp]) -> tuple[tu
         "p50": p50,
         "scale": metrics.seasonal_naive_scale(history),
         "correction_factor": trained.correction_factor,
+        **_post_processed(trained, test),
+    }
+
+
+def _refit_without_residual_outliers(
+    trained: Any, frame: pd.DataFrame, sigma: float, action: str, sku: str
+) -> Any:
+    from siprems.forecasting.predict import serving_model_of
+    from siprems.forecasting.train import fit
+
+    kernel = serving_model_of(trained).kernel
+    days = frame["ds"].to_numpy().astype("datetime64[D]")
+    fitted = kernel.point(days, frame["promo"].to_numpy(dtype=float))
+    residual = np.log1p(frame["y"].to_numpy()) - fitted
+    inside = (days >= np.datetime64(trained.first_day, "D")) & np.isfinite(residual)
+    bound = sigma * residual[inside].std()
+    outside = inside & (np.abs(residual) > bound)
+    if action == "drop":
+        frame = frame[~outside]
+    else:
+        frame = frame.copy()
+        pulled = np.expm1(fitted + np.clip(residual, -bound, bound))
+        frame["y"] = np.where(outside, pulled, frame["y"].to_numpy())
+    return fit(frame, _DATA["events"], trained.options, sku)
+
+
+def _post_processed(trained: Any, test: pd.DataFrame) -> dict[str, np.ndarray]:
+    """p50 with the trend's slope over the horizon removed (flat) or halved (damped), and the
+    median of the posterior predictive samples, from the same fit (numpy kernel)."""
+    from siprems.forecasting.predict import serving_model_of
+    from siprems.forecasting.scale import to_original_scale
+
+    serving = serving_model_of(trained)
+    kernel, options, factor = serving.kernel, trained.options, trained.correction_factor
+    days = test["ds"].to_numpy().astype("datetime64[D]")
+    promo = test["promo"].to_numpy(dtype=float)
+    point = kernel.point(days, promo)
+    last = np.asarray([np.datetime64(trained.last_day, "D")])
+    numbers = np.concatenate([last, days]).astype(np.int64)
+    t = kernel._t(numbers)
+    trend = kernel._trend(t, kernel.deltas, kernel.changepoints_t) * kernel.y_scale
+    rise = trend[1:] - trend[0]
+    draws = kernel.samples(days, promo, n=1000, seed=0)
+    return {
+        "p50_flat_trend": to_original_scale(point - rise, options) * factor,
+        "p50_half_trend": to_original_scale(point - rise / 2, options) * factor,
+        "p50_sample_median": np.median(to_original_scale(draws, options), axis=1) * factor,
     }
 
 
@@ -126,6 +198,35 @@ def score(grid: dict, observed: dict[str, pd.DataFrame], inner: list[int]) -> di
     for name in [*CANDIDATES, *ALONE]:
         ways[name] = alone(name)
 
+    def post_processed(key):
+        return lambda sku, cutoff: _mase(
+            grid[("default", sku, cutoff)], grid[("default", sku, cutoff)][key]
+        )
+
+    ways["default, trend flat over the horizon"] = post_processed("p50_flat_trend")
+    ways["default, trend slope halved over the horizon"] = post_processed("p50_half_trend")
+    ways["default, median of the posterior samples"] = post_processed("p50_sample_median")
+
+    def holdout_bias(weight, n):
+        # the level error of the forecasts of the n 28-day windows before the cutoff (the
+        # training's own hold-out when n = 1), removed from the next forecast with a weight
+        def way(sku, cutoff):
+            window = grid[("default", sku, cutoff)]
+            errors = np.concatenate(
+                [
+                    np.log(grid[("default", sku, c)]["actual"] / grid[("default", sku, c)]["p50"])
+                    for c in inner_cutoffs(cutoff, n)
+                ]
+            )
+            return _mase(window, window["p50"] * np.exp(weight * np.median(errors)))
+
+        return way
+
+    for weight, n in ((1.0, 1), (0.5, 1), (0.5, 2)):
+        ways[f"default, hold-out bias of the last {n} window(s) removed, weight {weight}"] = (
+            holdout_bias(weight, n)
+        )
+
     def chosen(candidates, n):
         def way(sku, cutoff):
             def inner_score(name):
@@ -151,6 +252,10 @@ def score(grid: dict, observed: dict[str, pd.DataFrame], inner: list[int]) -> di
     for name in list(CANDIDATES)[1:]:
         ways[f"geometric mean default+{name}"] = ensemble(["default", name])
     ways["geometric mean of all four"] = ensemble(list(CANDIDATES))
+    ways["geometric mean of 3 and 4 years of history"] = ensemble(["default", "history_1095_days"])
+    ways["geometric mean of 2, 3 and 4 years of history"] = ensemble(
+        ["default", "history_1095_days", "history_731_days"]
+    )
 
     def blend(weight):
         def way(sku, cutoff):
@@ -178,7 +283,13 @@ def score(grid: dict, observed: dict[str, pd.DataFrame], inner: list[int]) -> di
     for label, way in ways.items():
         table[label] = {}
         for period, end in PERIODS.items():
-            per = {s: float(np.mean([way(s, c) for c in outer_cutoffs(end)])) for s in FULL_HISTORY}
+            try:
+                per = {
+                    s: float(np.mean([way(s, c) for c in outer_cutoffs(end)])) for s in FULL_HISTORY
+                }
+            except KeyError:  # a variant left out of this run (--only)
+                del table[label]
+                break
             table[label][period] = {"mean": round(float(np.mean(list(per.values()))), 4)} | {
                 s: round(v, 4) for s, v in per.items()
             }
@@ -192,8 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--inner", default="2,3,4", help="inner windows for the per-SKU choice")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--only", default="", help="fit only these variants (comma-separated names; default all)"
+    )
     args = parser.parse_args(argv)
     inner = [int(n) for n in args.inner.split(",")]
+    only = {n for n in args.only.split(",") if n}
+    candidates = {n: o for n, o in CANDIDATES.items() if not only or n in only | {"default"}}
+    alone = {n: o for n, o in ALONE.items() if not only or n in only}
     os.environ.setdefault("MPLCONFIGDIR", str(ROOT / ".state" / "matplotlib"))
 
     from siprems.forecasting.options import ForecastOptions
@@ -207,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     observed = {s: sales_frame(d, ForecastOptions(missing_days="skip")) for s, d in daily.items()}
     outer = sorted({c for end in PERIODS.values() for c in outer_cutoffs(end)})
     every = sorted({ci for c in outer for ci in [c, *inner_cutoffs(c, max(inner))]})
-    tasks = [(n, o, s, c) for n, o in CANDIDATES.items() for s in FULL_HISTORY for c in every]
-    tasks += [(n, o, s, c) for n, o in ALONE.items() for s in FULL_HISTORY for c in outer]
+    tasks = [(n, o, s, c) for n, o in candidates.items() for s in FULL_HISTORY for c in every]
+    tasks += [(n, o, s, c) for n, o in alone.items() for s in FULL_HISTORY for c in outer]
     started = time.perf_counter()
     data = {"daily": daily, "observed": observed, "events": events}
     with ProcessPoolExecutor(args.processes, initializer=_init, initargs=(data,)) as pool:
@@ -236,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                 "fits": len(tasks),
                 "elapsed_s": round(elapsed, 1),
                 "load_average_at_end": os.getloadavg(),
-                "candidates": CANDIDATES,
-                "alone": ALONE,
+                "candidates": candidates,
+                "alone": alone,
                 "inner_windows": inner,
                 "default_correction_factor_range": [min(factors), max(factors)],
                 "mean_mase": table,

@@ -1,7 +1,8 @@
 """The numpy kernel against Prophet itself, on models fitted to the Kiel data: the point
 forecast equals ``predict``'s yhat and, for a given seed, the samples equal
 ``predictive_samples`` (same draws), for the original and the improved settings, a model with
-conditional seasonalities, and a short (seasonal) product."""
+conditional seasonalities, a weekly seasonality with its own prior, and a short (seasonal)
+product."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ CASES = {
         ForecastOptions.default().with_overrides(summer_winter_weekly=True),
     ),
     "short_seasonal_product": ("SEA-001", ForecastOptions.default()),
+    # the weekly terms added with their own prior, twice Prophet's changepoints
+    "weekly_prior_and_changepoints": (
+        "RLL-001",
+        ForecastOptions.default().with_overrides(weekly_prior_scale=0.5, n_changepoints=50),
+    ),
 }
 
 

@@ -43,3 +43,41 @@ def test_last_year_naive_falls_back_a_week_over_a_missing_day():
     shift = np.log1p(5.0) - np.log1p(year_ago["y"]).mean()
     forecast = forecast_variants.last_year_naive(observed, cutoff, np.array([target]))
     assert forecast == pytest.approx([np.expm1(np.log1p(7.0) + shift)])
+
+
+def _window(p50, actual):
+    days = np.arange(forecast_variants.HORIZON)
+    return {
+        "ds": days,
+        "actual": np.full(len(days), float(actual)),
+        "p50": np.full(len(days), float(p50)),
+        "p50_flat_trend": np.full(len(days), float(actual)),
+        "p50_half_trend": np.full(len(days), float(p50)),
+        "p50_sample_median": np.full(len(days), float(p50)),
+        "scale": 10.0,
+    }
+
+
+def test_scores_skip_variants_not_fitted_and_hold_out_bias_uses_the_windows_before():
+    # only `default` was fitted; every window sells twice its forecast, so removing the
+    # bias measured on the window before the cutoff (the training's hold-out) is exact
+    cutoffs = {
+        ci
+        for end in forecast_variants.PERIODS.values()
+        for c in forecast_variants.outer_cutoffs(end)
+        for ci in [c, *forecast_variants.inner_cutoffs(c, 2)]
+    }
+    grid = {
+        ("default", sku, c): _window(50, 100)
+        for sku in forecast_variants.FULL_HISTORY
+        for c in cutoffs
+    }
+    table = forecast_variants.score(grid, {}, inner=[2])
+    assert table["default"]["backtest"]["mean"] == pytest.approx(5.0)  # |100 - 50| / 10
+    exact = "default, hold-out bias of the last 1 window(s) removed, weight 1.0"
+    assert table[exact]["validation"]["mean"] == pytest.approx(0.0)
+    half = "default, hold-out bias of the last 1 window(s) removed, weight 0.5"
+    assert table[half]["backtest"]["mean"] == pytest.approx((100 - 50 * np.sqrt(2)) / 10, abs=1e-4)
+    assert table["default, trend flat over the horizon"]["backtest"]["mean"] == 0.0
+    assert "changepoints_50" not in table and "school_holidays" not in table
+    assert not any(label.startswith("log blend") for label in table)  # needs the sales

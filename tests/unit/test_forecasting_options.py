@@ -57,6 +57,14 @@ def test_unknown_and_invalid_overrides_are_input_errors():
         ForecastOptions(interval_width=1.5)
     with pytest.raises(InvalidInputError, match="missing_days"):
         ForecastOptions(missing_days="interpolate")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="outlier_scope"):
+        ForecastOptions(outlier_scope="month")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="outlier_action"):
+        ForecastOptions(outlier_action="ignore")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="n_changepoints"):
+        ForecastOptions(n_changepoints=-1)
+    with pytest.raises(InvalidInputError, match="weekly_prior_scale"):
+        ForecastOptions(weekly_prior_scale=0.0)
 
 
 def test_settings_select_the_profile_and_apply_json_overrides():

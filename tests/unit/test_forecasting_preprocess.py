@@ -97,3 +97,30 @@ def test_history_limit_keeps_the_most_recent_days():
     data, _ = training_frame(frame, options, "BRD-001")
     assert len(data) == 10
     assert np.allclose(to_original_scale(data["y"], options), list(range(21, 31)))
+
+
+def test_clipped_outliers_stay_as_days_at_the_threshold():
+    rng = np.random.default_rng(1)
+    values = list(rng.integers(90, 110, size=60)) + [100_000]
+    options = ForecastOptions(outlier_action="clip")
+    data, changed = training_frame(sales_frame(_sales(values), options), options, "BRD-001")
+    assert changed == 1 and len(data) == 61
+    logs = np.log1p(np.asarray(values, dtype=float))
+    assert data["y"].iloc[-1] == pytest.approx(logs.mean() + 3.5 * logs.std(ddof=1))
+    assert np.allclose(data["y"].iloc[:60], logs[:60])  # the other days untouched
+
+
+def test_weekday_scope_finds_an_outlier_hidden_in_the_spread_between_weekdays():
+    # Sundays sell 10, other days 1000; one Sunday sells 300: within 3.5 σ of the whole
+    # series (whose σ is mostly the weekday pattern), far outside the Sundays' own spread
+    start = date(2024, 3, 3)  # a Sunday
+    values = [10.0 + (i % 3) if i % 7 == 0 else 1000.0 + (i % 5) for i in range(140)]
+    values[70] = 300.0  # a Sunday
+    sales = _sales(values, start=start)
+    series = ForecastOptions()
+    weekday = ForecastOptions(outlier_scope="weekday")
+    _, removed_series = training_frame(sales_frame(sales, series), series, "BRD-001")
+    data, removed_weekday = training_frame(sales_frame(sales, weekday), weekday, "BRD-001")
+    assert removed_series == 0
+    assert removed_weekday == 1
+    assert (start + timedelta(days=70)) not in set(data["ds"].dt.date)

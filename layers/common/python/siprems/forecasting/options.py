@@ -24,6 +24,11 @@ class ForecastOptions:
     # --- preprocessing -------------------------------------------------------------------
     log_transform: bool = True  # fit on log1p(y), forecast expm1(yhat)
     outlier_sigma: float | None = 3.5  # drop training rows beyond this many σ (log scale)
+    # σ of the whole series, or of each weekday's rows (a quiet weekday's outliers are
+    # hidden in the spread between weekdays)
+    outlier_scope: Literal["series", "weekday"] = "series"
+    # "drop" the row, or "clip" it to the threshold (winsorise: the day still counts)
+    outlier_action: Literal["drop", "clip"] = "drop"
     min_days: int = 5  # fewer days of data (before or after outlier removal) → error
     missing_days: MissingDays = "skip"  # days without sales: absent ("skip") or y=0 ("zero")
     max_history_days: int | None = None  # train on the last N days only (None = all)
@@ -31,10 +36,12 @@ class ForecastOptions:
     # --- Prophet ---------------------------------------------------------------------------
     yearly_seasonality: bool | int = True  # True = Prophet's default order (10)
     weekly_seasonality: bool | int = True
+    weekly_prior_scale: float | None = None  # None = seasonality_prior_scale
     seasonality_mode: SeasonalityMode = "multiplicative"
     seasonality_prior_scale: float = 10.0
     changepoint_prior_scale: float = 0.05
     changepoint_range: float = 0.8
+    n_changepoints: int = 25  # Prophet's default: spread over changepoint_range
     holidays_prior_scale: float = 10.0
     interval_width: float = 0.95  # lower/upper in chartData
     monthly_seasonality: bool = True
@@ -97,6 +104,14 @@ class ForecastOptions:
             problems.append("holiday_grouping must be 'name' or 'single'")
         if self.max_history_days is not None and self.max_history_days < self.min_days:
             problems.append("max_history_days must be >= min_days")
+        if self.outlier_scope not in ("series", "weekday"):
+            problems.append("outlier_scope must be 'series' or 'weekday'")
+        if self.outlier_action not in ("drop", "clip"):
+            problems.append("outlier_action must be 'drop' or 'clip'")
+        if self.n_changepoints < 0:
+            problems.append("n_changepoints must be >= 0")
+        if self.weekly_prior_scale is not None and self.weekly_prior_scale <= 0:
+            problems.append("weekly_prior_scale must be > 0")
         if self.warm_start_nights < 0:
             problems.append("warm_start_nights must be >= 0")
         if self.interval_scale <= 0:

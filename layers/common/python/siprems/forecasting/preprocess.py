@@ -57,7 +57,9 @@ def training_frame(
     Returns (frame, rows removed).
 
     Outliers are judged on the log scale (the scale the model sees), against the mean and
-    standard deviation of the whole series.
+    standard deviation of the whole series (or of each weekday's rows, ``outlier_scope``),
+    and dropped or clipped to the threshold (``outlier_action``; the count is of rows
+    changed either way).
     """
     check_enough(frame, options, sku)
     data = frame.copy()
@@ -68,11 +70,7 @@ def training_frame(
         data["y"] = np.log1p(data["y"].clip(lower=0))
     removed = 0
     if options.outlier_sigma is not None and len(data) > 2:
-        mean, std = data["y"].mean(), data["y"].std()
-        if std > 0:
-            keep = (data["y"] - mean).abs() <= options.outlier_sigma * std
-            removed = int((~keep).sum())
-            data = data[keep].reset_index(drop=True)
+        data, removed = _outliers(data, options)
     if len(data) < options.min_days:
         raise InsufficientDataError(
             f"{sku}: only {len(data)} days left after removing {removed} outliers; "
@@ -83,3 +81,23 @@ def training_frame(
             min_days=options.min_days,
         )
     return data, removed
+
+
+def _outliers(data: pd.DataFrame, options: ForecastOptions) -> tuple[pd.DataFrame, int]:
+    """Rows beyond ``outlier_sigma`` σ of their group dropped or clipped; (frame, count)."""
+    y = data["y"]
+    if options.outlier_scope == "weekday":
+        groups = y.groupby(data["ds"].dt.day_of_week)
+        mean, std = groups.transform("mean"), groups.transform("std").fillna(0.0)
+    else:
+        mean = pd.Series(y.mean(), index=y.index)
+        std = pd.Series(y.std(), index=y.index)
+    bound = options.outlier_sigma * std
+    # a group with no spread (or a single row) has no outliers
+    outside = ((y - mean).abs() > bound) & (std > 0)
+    count = int(outside.sum())
+    if options.outlier_action == "clip":
+        data = data.copy()
+        data["y"] = y.clip(lower=mean - bound, upper=mean + bound).where(outside, y)
+        return data, count
+    return data[~outside].reset_index(drop=True), count

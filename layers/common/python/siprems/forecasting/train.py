@@ -97,12 +97,17 @@ def build_model(options: ForecastOptions, holidays: pd.DataFrame | None) -> Prop
     model = Prophet(
         growth="linear",
         yearly_seasonality=options.yearly_seasonality,
-        weekly_seasonality=False if options.summer_winter_weekly else options.weekly_seasonality,
+        weekly_seasonality=(
+            False
+            if options.summer_winter_weekly or options.weekly_prior_scale is not None
+            else options.weekly_seasonality
+        ),
         daily_seasonality=False,
         seasonality_mode=options.seasonality_mode,
         seasonality_prior_scale=options.seasonality_prior_scale,
         changepoint_prior_scale=options.changepoint_prior_scale,
         changepoint_range=options.changepoint_range,
+        n_changepoints=options.n_changepoints,
         holidays=holidays,
         holidays_prior_scale=options.holidays_prior_scale,
         interval_width=options.interval_width,
@@ -114,8 +119,13 @@ def build_model(options: ForecastOptions, holidays: pd.DataFrame | None) -> Prop
             period=options.monthly_period,
             fourier_order=options.monthly_fourier_order,
         )
+    order = 3 if options.weekly_seasonality is True else int(options.weekly_seasonality)
+    if options.weekly_prior_scale is not None and order and not options.summer_winter_weekly:
+        # Prophet's own weekly terms, with their own prior
+        model.add_seasonality(
+            name="weekly", period=7, fourier_order=order, prior_scale=options.weekly_prior_scale
+        )
     if options.summer_winter_weekly:
-        order = 3 if options.weekly_seasonality is True else int(options.weekly_seasonality)
         model.add_seasonality(
             name="weekly_summer", period=7, fourier_order=order, condition_name="summer"
         )
