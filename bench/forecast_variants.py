@@ -279,21 +279,40 @@ def score(grid: dict, observed: dict[str, pd.DataFrame], inner: list[int]) -> di
 
     ways["oracle: default with each window's level known (not a forecast)"] = oracle
 
-    table = {}
+    table: dict[str, Any] = {}
+    windows: dict[str, np.ndarray] = {}  # label -> MASE of every scored window, both periods
     for label, way in ways.items():
+        try:
+            scores = {
+                (period, s): [way(s, c) for c in outer_cutoffs(end)]
+                for period, end in PERIODS.items()
+                for s in FULL_HISTORY
+            }
+        except KeyError:  # a variant left out of this run (--only)
+            continue
+        windows[label] = np.asarray([v for values in scores.values() for v in values])
         table[label] = {}
-        for period, end in PERIODS.items():
-            try:
-                per = {
-                    s: float(np.mean([way(s, c) for c in outer_cutoffs(end)])) for s in FULL_HISTORY
-                }
-            except KeyError:  # a variant left out of this run (--only)
-                del table[label]
-                break
+        for period in PERIODS:
+            per = {s: float(np.mean(scores[(period, s)])) for s in FULL_HISTORY}
             table[label][period] = {"mean": round(float(np.mean(list(per.values()))), 4)} | {
                 s: round(v, 4) for s, v in per.items()
             }
+    for label in table:
+        table[label]["paired_vs_default"] = paired_difference(windows[label], windows["default"])
     return table
+
+
+def paired_difference(variant: np.ndarray, default: np.ndarray) -> dict[str, float]:
+    """Mean MASE difference to ``default`` over the same windows (both periods, every
+    product), its standard error, and the share of windows where the variant is better: a
+    difference within about two standard errors is noise."""
+    diff = variant - default
+    spread = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    return {
+        "mean": round(float(np.mean(diff)), 4),
+        "standard_error": round(spread, 4),
+        "better_share": round(float(np.mean(diff < 0)), 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,11 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     table = score(grid, observed, inner)
 
     print(f"{len(tasks)} fits in {elapsed:.0f} s (load average {os.getloadavg()[0]:.1f})")
-    print(f"{'mean MASE of the five':62s}{'backtest':>9s}{'validation':>11s}   per product")
+    print(
+        f"{'mean MASE of the five':62s}{'backtest':>9s}{'validation':>11s}"
+        f"{'Δ default ± se':>17s}   per product"
+    )
     for label, periods in table.items():
-        b, v = periods["backtest"], periods["validation"]
+        b, v, d = periods["backtest"], periods["validation"], periods["paired_vs_default"]
         print(
-            f"{label:62s}{b['mean']:9.3f}{v['mean']:11.3f}   "
+            f"{label:62s}{b['mean']:9.3f}{v['mean']:11.3f}"
+            f"{d['mean']:+10.4f} ± {d['standard_error']:.4f}   "
             + " ".join(f"{b[s]:.3f}" for s in FULL_HISTORY)
             + " | "
             + " ".join(f"{v[s]:.3f}" for s in FULL_HISTORY)

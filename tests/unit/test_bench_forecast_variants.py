@@ -76,6 +76,12 @@ def test_scores_skip_variants_not_fitted_and_hold_out_bias_uses_the_windows_befo
     assert table["default"]["backtest"]["mean"] == pytest.approx(5.0)  # |100 - 50| / 10
     exact = "default, hold-out bias of the last 1 window(s) removed, weight 1.0"
     assert table[exact]["validation"]["mean"] == pytest.approx(0.0)
+    # paired with default over the same 60 windows: 5 better in every one, no spread
+    assert table[exact]["paired_vs_default"] == {
+        "mean": -5.0,
+        "standard_error": 0.0,
+        "better_share": 1.0,
+    }
     half = "default, hold-out bias of the last 1 window(s) removed, weight 0.5"
     assert table[half]["backtest"]["mean"] == pytest.approx((100 - 50 * np.sqrt(2)) / 10, abs=1e-4)
     assert table["default, trend flat over the horizon"]["backtest"]["mean"] == 0.0
