@@ -1,15 +1,19 @@
 """Forecast variants scored on the backtest and the validation year from one grid of fits.
 
-    .venv/bin/python -m bench.forecast_variants [--processes 2] [--inner 2,3,4]
+    .venv/bin/python -m bench.forecast_variants [--processes 2] [--inner 2,3,4] [--only A,B]
 
 The evidence behind docs/FORECASTING.md "Towards 0.72". Every candidate configuration is fitted
 on every 28-day cutoff of both periods (the six rolling-origin windows ending 2018-07-31 and
 2017-07-31, plus the 28-day windows before each that an inner backtest needs), and from those
 fits it scores: each variant on its own; a per-SKU choice among the candidates by an inner
 rolling backtest on the training data only (the last n windows before the cutoff, exactly the
-fits a nightly retrain would run); geometric-mean ensembles; a log-scale blend with last year's
-same weekday. p50 only (MASE does not depend on the uncertainty samples). Writes
-``bench/results/forecast_variants.json``.
+fits a nightly retrain would run); geometric-mean ensembles (also over history lengths); a
+log-scale blend with last year's same weekday; post-processing of the same fits (the trend held
+flat or damped over the horizon, the median of the posterior samples, the level error of the
+training's own hold-out window removed). Further variants (``ALONE``, ``RESIDUAL_REFITS``) are
+fitted on the scored windows only. Every row also gets its paired difference to ``default`` over
+the same windows with a standard error. p50 only. ``--only`` fits just the named variants (and
+``default``). Writes ``bench/results/forecast_variants.json``.
 """
 
 from __future__ import annotations
