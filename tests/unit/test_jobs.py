@@ -343,7 +343,7 @@ def test_a_parent_holds_a_sku_list_larger_than_a_plain_item_could(jobs_store):
     import random
 
     alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
-    draw = random.Random(7)
+    draw = random.Random(7)  # noqa: S311 - test data, not a secret
     skus = sorted("".join(draw.choice(alphabet) for _ in range(10)) for _ in range(40_000))
     parent = Job.new(JobType.TRAIN_ALL)
     jobs_store.create(parent)
