@@ -89,10 +89,23 @@ def worker_section(worker: dict[str, Any]) -> None:
         f"first record ms: {[round(r['batches'][0]['ms']) for r in reports]}"
     )
     print(
+        f"cold start CPU ms: {spread(worker['cold_start_cpu_ms'])}"
+        if "cold_start_cpu_ms" in worker
+        else ""
+    )
+    print(
         f"forecasts/min: {t['forecasts_per_minute']} ({t['forecasts']} in {t['seconds']} s), "
+        f"per CPU minute {t['forecasts_per_cpu_minute']}, "
         f"per record ms (batch of 5 / 5): {spread(t['per_record_ms'])}, "
         f"peak RSS {t['peak_rss_mib']} MiB, modules loaded {t['modules_loaded']}"
     )
+    for mode, rounds in worker.get("throughput_rounds", {}).items():
+        print(
+            f"  {mode} ({rounds[0]['record_threads']} threads): forecasts/min "
+            f"{[r['forecasts_per_minute'] for r in rounds]}, per CPU minute "
+            f"{[r['forecasts_per_cpu_minute'] for r in rounds]}, load "
+            f"{[r['load_average'] for r in rounds]}"
+        )
     print(f"cold peak RSS MiB: {spread(worker['peak_rss_mib_cold'])}\n")
 
 

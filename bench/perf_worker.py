@@ -14,7 +14,10 @@ BRD-001 is trained and stored first, then:
 - a training worker: a fresh process running one training job (peak RSS, modules loaded);
 - forecasts per minute: one process, a first batch to warm it, then ``--forecasts`` 30-day
   forecasts in SQS batches of the template's default size (5), per minute of wall time and
-  per minute of the worker's CPU time; peak RSS (VmHWM) of that process.
+  per minute of the worker's CPU time; peak RSS (VmHWM) of that process. Measured with the
+  batch's records one after another (1 thread) and at the same time (the worker's
+  processor, a thread per record), alternately ``--rounds`` times each, so that both see the
+  same machine.
 
 Writes ``bench/results/perf_worker.json``.
 """
@@ -109,14 +112,17 @@ def received_records(count: int) -> list[dict[str, Any]]:
     return sqs_event(messages)["Records"]
 
 
-def run_worker_process(events: list[dict[str, Any]]) -> tuple[float, dict[str, Any]]:
+def run_worker_process(
+    events: list[dict[str, Any]], threads: int | None = None
+) -> tuple[float, dict[str, Any]]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(events, handle)
         path = handle.name
     try:
         spawned = time.time()
         done = subprocess.run(  # noqa: S603 - our own interpreter and script
-            [PYTHON, str(ROOT / "bench" / "perf_worker_process.py"), path],
+            [PYTHON, str(ROOT / "bench" / "perf_worker_process.py"), path]
+            + ([] if threads is None else [str(threads)]),
             capture_output=True,
             text=True,
             env={**os.environ, **LAMBDA_ENVIRONMENT},
@@ -133,6 +139,29 @@ def run_worker_process(events: list[dict[str, Any]]) -> tuple[float, dict[str, A
             f"{failures} records failed in the worker: {done.stderr[-2000:]}{done.stdout[-4000:]}"
         )
     return (report["first_result_epoch"] - spawned) * 1000, report
+
+
+def throughput_figures(report: dict[str, Any]) -> dict[str, Any]:
+    """Forecasts per minute of a warm worker process: its batches after the first (which
+    warms it), per minute of wall time and of the process's CPU time (all its threads)."""
+    timed = report["batches"][1:]
+    seconds = sum(b["ms"] for b in timed) / 1000
+    records = sum(b["records"] for b in timed)
+    cpu_seconds = sum(b["cpu_ms"] for b in timed) / 1000
+    return {
+        "record_threads": report["record_threads"],
+        "forecasts_per_minute": round(records / seconds * 60, 1),
+        "forecasts_per_cpu_minute": round(records / cpu_seconds * 60, 1),
+        "cpu_seconds": round(cpu_seconds, 2),
+        "forecasts": records,
+        "seconds": round(seconds, 2),
+        "per_record_ms": summary([b["ms"] / b["records"] for b in timed]),
+        "per_batch_ms": summary([b["ms"] for b in timed]),
+        "peak_rss_mib": round(report["peak_rss_kib"] / 1024, 1),
+        "modules_loaded": report["modules_loaded"],
+        "clients_built": report["clients_built"],
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def import_ms(module: str, runs: int) -> dict[str, float]:
@@ -163,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-runs", type=int, default=3)
     parser.add_argument("--forecasts", type=int, default=60)
     parser.add_argument("--import-runs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
     fake_aws_environment()
 
@@ -212,24 +242,30 @@ def main(argv: list[str] | None = None) -> int:
                 f"{training['modules_loaded']}"
             )
 
-            events = sqs_events(services, BATCH_SIZE + args.forecasts, BATCH_SIZE)
-            _, warm = run_worker_process(events)
-            timed = warm["batches"][1:]
-            seconds = sum(b["ms"] for b in timed) / 1000
-            records = sum(b["records"] for b in timed)
-            per_minute = records / seconds * 60
-            per_record = [b["ms"] / b["records"] for b in timed]
-            cpu_seconds = sum(b["cpu_ms"] for b in timed) / 1000
-            per_minute_cpu = records / cpu_seconds * 60
-            print(
-                f"forecasts per minute, one warm worker process: {per_minute:.0f} "
-                f"({records} forecasts in {seconds:.1f} s; per record "
-                f"{summary(per_record)['median']:.0f} ms median; {per_minute_cpu:.0f} a minute "
-                f"of the worker's CPU time); peak RSS "
-                f"{warm['peak_rss_kib'] / 1024:.0f} MiB"
-            )
+            throughput: dict[str, list[dict[str, Any]]] = {"sequential": [], "concurrent": []}
+            for _ in range(args.rounds):
+                for mode, threads in (("sequential", 1), ("concurrent", None)):
+                    events = sqs_events(services, BATCH_SIZE + args.forecasts, BATCH_SIZE)
+                    _, warm = run_worker_process(events, threads)
+                    figures = throughput_figures(warm)
+                    throughput[mode].append(figures)
+                    print(
+                        f"forecasts per minute, one warm worker process, {mode} "
+                        f"({warm['record_threads']} threads): "
+                        f"{figures['forecasts_per_minute']:.0f} ({figures['forecasts']} "
+                        f"forecasts in {figures['seconds']:.1f} s; per batch of {BATCH_SIZE} "
+                        f"{figures['per_batch_ms']['median']:.0f} ms median; "
+                        f"{figures['forecasts_per_cpu_minute']:.0f} a minute of the worker's "
+                        f"CPU time); peak RSS {figures['peak_rss_mib']:.0f} MiB; load "
+                        f"{figures['load_average']}"
+                    )
     finally:
         server.stop()
+    best = {
+        mode: summary([r["forecasts_per_minute"] for r in rounds])
+        for mode, rounds in throughput.items()
+    }
+    concurrent = throughput["concurrent"][-1]
 
     write_result(
         "perf_worker",
@@ -247,16 +283,14 @@ def main(argv: list[str] | None = None) -> int:
             "cold_start_ms": summary(cold),
             "cold_start_cpu_ms": summary([r["cpu_ms_to_first_result"] for r in cold_reports]),
             "cold_start_reports": cold_reports,
+            # the worker as deployed (a batch's records at the same time); its rounds and
+            # the sequential ones beside it below
             "throughput": {
-                "forecasts_per_minute": round(per_minute, 1),
-                "forecasts_per_cpu_minute": round(per_minute_cpu, 1),
-                "cpu_seconds": round(cpu_seconds, 2),
-                "forecasts": records,
-                "seconds": round(seconds, 2),
-                "per_record_ms": summary(per_record),
-                "peak_rss_mib": round(warm["peak_rss_kib"] / 1024, 1),
-                "modules_loaded": warm["modules_loaded"],
+                **concurrent,
+                "forecasts_per_minute_median_of_rounds": best["concurrent"]["median"],
             },
+            "throughput_rounds": throughput,
+            "throughput_per_minute_median": best,
             "peak_rss_mib_cold": summary([r["peak_rss_kib"] / 1024 for r in cold_reports]),
             "training_worker": {
                 "cold_start_to_result_ms": round(training_ms, 1),

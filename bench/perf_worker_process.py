@@ -1,7 +1,10 @@
 """One worker process, as a Lambda container runs it: import functions/worker/app.py, hand it
 SQS events one after another, report timings and peak memory as JSON on stdout.
 
-    python bench/perf_worker_process.py EVENTS.json
+    python bench/perf_worker_process.py EVENTS.json [THREADS]
+
+THREADS sets how many records of a batch the worker's processor runs at once (default: the
+handler's own setting; 1 = one after another, as before the concurrent processor).
 
 Started by ``bench.perf_worker`` in a fresh interpreter (the environment points it at a moto
 server and the sales database); not meant to be run by hand.
@@ -59,6 +62,8 @@ def main() -> int:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     import_ms = (time.perf_counter() - started) * 1000
+    if len(sys.argv) > 2:
+        module.processor.max_threads = int(sys.argv[2])
     batches = []
     first_result_epoch = None
     first_result_cpu_ms = None
@@ -85,6 +90,15 @@ def main() -> int:
                 "batches": batches,
                 "first_result_epoch": first_result_epoch,
                 "peak_rss_kib": peak_rss_kib(),
+                "record_threads": module.processor.max_threads,
+                # AWS clients the worker built (the others are built on first use)
+                "clients_built": {
+                    name: client.built
+                    for name, client in (
+                        ("s3", module.get_services().models._s3),
+                        ("sqs", module.get_services().queue._sqs),
+                    )
+                },
                 # CPU of this process and its finished children (cmdstan runs as one).
                 "cpu_seconds": cpu_seconds(),
                 "modules_loaded": {

@@ -1,24 +1,22 @@
-"""The jobs queue's consumer: each SQS record is one job (siprems.jobs.runner); failed
-records are reported individually (ReportBatchItemFailures), the others are acknowledged."""
+"""The jobs queue's consumer: each SQS record is one job (siprems.jobs.runner), the records
+of a batch run at the same time (siprems.jobs.batch); failed records are reported
+individually (ReportBatchItemFailures), the others are acknowledged."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
+from aws_lambda_powertools.utilities.batch import EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from siprems.jobs.batch import ConcurrentBatchProcessor
 from siprems.jobs.runner import JobRunner
 from siprems.jobs.services import get_services
 from siprems.observability import logger, metrics, tracer
 
 # A batch whose every record failed is reported record by record too (not as an error),
 # so the backoff each record set on its visibility is kept.
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+processor = ConcurrentBatchProcessor(EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @logger.inject_lambda_context

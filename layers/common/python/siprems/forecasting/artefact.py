@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import platform
 import sys
+import threading
 from collections import OrderedDict
 from datetime import date
 from importlib import metadata as importlib_metadata
@@ -154,26 +155,31 @@ class ModelCache:
     def __init__(self, max_models: int = CACHED_MODELS) -> None:
         self.max_models = max_models
         self._entries: OrderedDict[tuple[str, str], tuple[str, ServingModel]] = OrderedDict()
+        # The worker forecasts a batch's records in threads at once.
+        self._lock = threading.Lock()
         self.hits = 0
         self.loads = 0
 
     def get(self, key: tuple[str, str], version: str) -> ServingModel | None:
-        entry = self._entries.get(key)
-        if entry is None or entry[0] != version:
-            return None
-        self._entries.move_to_end(key)
-        self.hits += 1
-        return entry[1]
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != version:
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry[1]
 
     def put(self, key: tuple[str, str], version: str, model: ServingModel) -> None:
-        self.loads += 1
-        self._entries[key] = (version, model)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_models:
-            self._entries.popitem(last=False)
+        with self._lock:
+            self.loads += 1
+            self._entries[key] = (version, model)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_models:
+                self._entries.popitem(last=False)
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

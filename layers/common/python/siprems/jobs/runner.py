@@ -39,7 +39,7 @@ from siprems.errors import PermanentError, SipremsError, WorkerStoppedError
 from siprems.jobs.model import Job, JobError, JobStatus, JobType
 from siprems.jobs.services import Services
 from siprems.jobs.store import Outcome, Transition
-from siprems.observability import MetricUnit, job_context, logger, metrics, tracer
+from siprems.observability import MetricUnit, add_metric, job_context, logger, tracer
 from siprems.queue import backoff_seconds
 
 
@@ -161,7 +161,7 @@ class JobRunner:
         started = time.monotonic()
         try:
             result = self._run_traced(job, work_dir)
-            metrics.add_metric(
+            add_metric(
                 name="FitSeconds",
                 unit=MetricUnit.Seconds,
                 value=round(time.monotonic() - started, 3),
@@ -183,7 +183,7 @@ class JobRunner:
                 "result not recorded: job is now %s", done.job.status.value if done.job else "gone"
             )
             return "lost"
-        metrics.add_metric(name="JobsSucceeded", unit=MetricUnit.Count, value=1)
+        add_metric("JobsSucceeded", MetricUnit.Count, 1)
         logger.info("job succeeded", extra={"result_key": result_key})
         self._after_child(job)
         return "succeeded"
@@ -197,7 +197,7 @@ class JobRunner:
             job, error=JobError(type=exc.code, message=exc.message)
         )
         if done.applied:
-            metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+            add_metric("JobsFailed", MetricUnit.Count, 1)
             logger.error("job failed", extra={"error_type": exc.code, "error": exc.message})
             self._after_child(job)
         return "failed"
@@ -243,7 +243,7 @@ class JobRunner:
         )
         if not stopped.applied:
             return  # running elsewhere, or it moved on: the claim decides
-        metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+        add_metric("JobsFailed", MetricUnit.Count, 1)
         logger.error(
             "job failed: its worker stopped on every delivery, message goes to the DLQ",
             extra={"error_type": error.code, "attempt": job.attempts},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,31 @@ _BOTO_CONFIG = Config(
     connect_timeout=5,
     max_pool_connections=CLIENT_POOL_SIZE,
 )
+
+
+class LazyClient:
+    """A boto3 client built on its first use. Building one loads the service's model (tens of
+    ms of CPU each): a worker that never retries needs no SQS client, no function but
+    train_all needs a Lambda client. Thread-safe (boto3's default session is not, when
+    clients are created from several threads), and the client itself is."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        return self._client is not None
+
+    def __getattr__(self, name: str) -> Any:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._build()
+                client = self._client
+        return getattr(client, name)
 
 
 class InvokeFailedError(TransientError):
@@ -114,9 +140,15 @@ class Services:
 def build_services(settings: Settings | None = None) -> Services:
     settings = settings or load_settings()
 
-    def client(name: str) -> Any:
-        return boto3.client(name, endpoint_url=settings.aws_endpoint_url, config=_BOTO_CONFIG)
+    def client(name: str) -> LazyClient:
+        return LazyClient(
+            lambda: boto3.client(
+                name, endpoint_url=settings.aws_endpoint_url, config=_BOTO_CONFIG
+            )
+        )
 
+    # Every function that builds services reads or writes jobs: built now. JobStore takes
+    # the resource's client, so it would be built at once anyway.
     dynamodb = boto3.resource(
         "dynamodb", endpoint_url=settings.aws_endpoint_url, config=_BOTO_CONFIG
     )
