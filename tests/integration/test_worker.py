@@ -365,3 +365,36 @@ def test_a_redriven_train_all_child_is_acknowledged_without_work(app):
     assert job(app, parent.task_id) == finished
     assert model_versions(app) == []
     assert app.receive(visibility=0) == [] and dead_lettered_bodies(app) == []
+
+
+def test_a_batch_runs_its_records_at_once_reports_only_the_bad_one_and_logs_each_job(app):
+    """The records of a batch run in threads at the same time: each job succeeds on its own,
+    the unparseable record alone is reported, and every log line names its own job."""
+    from siprems.observability import logger
+
+    submit(app)
+    app.run_worker()  # BRD-001's model
+    task_ids = [submit(app, "submit/predict-async.json") for _ in range(4)]  # BRD-001
+    app.sqs.send_message(QueueUrl=app.queue_url, MessageBody="this is not a job message")
+    messages = app.receive()
+    assert len(messages) == 5
+    poison = next(m for m in messages if m["Body"] == "this is not a job message")
+
+    stream = io.StringIO()
+    previous = logger.registered_handler.setStream(stream)
+    try:
+        response = invoke("worker", app.sqs_event(messages))
+    finally:
+        logger.registered_handler.setStream(previous)
+    assert response == {"batchItemFailures": [{"itemIdentifier": poison["MessageId"]}]}
+    for task_id in task_ids:
+        assert job(app, task_id).status.value == "SUCCESS"
+        assert app.services.models.load_forecast(task_id)["product_sku"] == "BRD-001"
+
+    logs = [line for line in json_lines(stream.getvalue()) if line.get("level")]
+    succeeded = [line for line in logs if line["message"] == "job succeeded"]
+    assert sorted(line["task_id"] for line in succeeded) == sorted(task_ids)
+    for line in succeeded:  # the keys of the thread's own job, not another record's
+        assert line["result_key"] == f"forecasts/{line['task_id']}.json"
+    started = [line["task_id"] for line in logs if line["message"] == "job started"]
+    assert sorted(started) == sorted(task_ids)

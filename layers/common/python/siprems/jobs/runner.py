@@ -183,7 +183,7 @@ class JobRunner:
                 "result not recorded: job is now %s", done.job.status.value if done.job else "gone"
             )
             return "lost"
-        add_metric("JobsSucceeded", MetricUnit.Count, 1)
+        add_metric(name="JobsSucceeded", unit=MetricUnit.Count, value=1)
         logger.info("job succeeded", extra={"result_key": result_key})
         self._after_child(job)
         return "succeeded"
@@ -197,7 +197,7 @@ class JobRunner:
             job, error=JobError(type=exc.code, message=exc.message)
         )
         if done.applied:
-            add_metric("JobsFailed", MetricUnit.Count, 1)
+            add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
             logger.error("job failed", extra={"error_type": exc.code, "error": exc.message})
             self._after_child(job)
         return "failed"
@@ -243,7 +243,7 @@ class JobRunner:
         )
         if not stopped.applied:
             return  # running elsewhere, or it moved on: the claim decides
-        add_metric("JobsFailed", MetricUnit.Count, 1)
+        add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
         logger.error(
             "job failed: its worker stopped on every delivery, message goes to the DLQ",
             extra={"error_type": error.code, "attempt": job.attempts},

@@ -142,9 +142,7 @@ def build_services(settings: Settings | None = None) -> Services:
 
     def client(name: str) -> LazyClient:
         return LazyClient(
-            lambda: boto3.client(
-                name, endpoint_url=settings.aws_endpoint_url, config=_BOTO_CONFIG
-            )
+            lambda: boto3.client(name, endpoint_url=settings.aws_endpoint_url, config=_BOTO_CONFIG)
         )
 
     # Every function that builds services reads or writes jobs: built now. JobStore takes
