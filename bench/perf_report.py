@@ -99,12 +99,11 @@ def worker_section(worker: dict[str, Any]) -> None:
         f"per record ms (batch of 5 / 5): {spread(t['per_record_ms'])}, "
         f"peak RSS {t['peak_rss_mib']} MiB, modules loaded {t['modules_loaded']}"
     )
-    for mode, rounds in worker.get("throughput_rounds", {}).items():
+    if s := worker.get("throughput_sequential"):
         print(
-            f"  {mode} ({rounds[0]['record_threads']} threads): forecasts/min "
-            f"{[r['forecasts_per_minute'] for r in rounds]}, per CPU minute "
-            f"{[r['forecasts_per_cpu_minute'] for r in rounds]}, load "
-            f"{[r['load_average'] for r in rounds]}"
+            f"  the same process's batches run one record after another: forecasts/min "
+            f"{s['forecasts_per_minute']}, per CPU minute {s['forecasts_per_cpu_minute']}, "
+            f"per record ms {spread(s['per_record_ms'])}"
         )
     print(f"cold peak RSS MiB: {spread(worker['peak_rss_mib_cold'])}\n")
 

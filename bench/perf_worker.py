@@ -14,10 +14,10 @@ BRD-001 is trained and stored first, then:
 - a training worker: a fresh process running one training job (peak RSS, modules loaded);
 - forecasts per minute: one process, a first batch to warm it, then ``--forecasts`` 30-day
   forecasts in SQS batches of the template's default size (5), per minute of wall time and
-  per minute of the worker's CPU time; peak RSS (VmHWM) of that process. Measured with the
-  batch's records one after another (1 thread) and at the same time (the worker's
-  processor, a thread per record), alternately ``--rounds`` times each, so that both see the
-  same machine.
+  per minute of the worker's CPU time; peak RSS (VmHWM) of that process. Its batches
+  alternate between the records one after another (1 thread, as before) and at the same
+  time (the worker's processor, a thread per record), so that both see the same machine;
+  each mode gets ``--forecasts`` forecasts.
 
 Writes ``bench/results/perf_worker.json``.
 """
@@ -34,6 +34,8 @@ import sys
 import tempfile
 import time
 from typing import Any
+
+from siprems.jobs.batch import MAX_RECORD_THREADS
 
 from bench.perf_common import (
     ROOT,
@@ -113,7 +115,7 @@ def received_records(count: int) -> list[dict[str, Any]]:
 
 
 def run_worker_process(
-    events: list[dict[str, Any]], threads: int | None = None
+    events: list[dict[str, Any]], threads: str | None = None
 ) -> tuple[float, dict[str, Any]]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(events, handle)
@@ -141,15 +143,16 @@ def run_worker_process(
     return (report["first_result_epoch"] - spawned) * 1000, report
 
 
-def throughput_figures(report: dict[str, Any]) -> dict[str, Any]:
+def throughput_figures(report: dict[str, Any], threads: int) -> dict[str, Any]:
     """Forecasts per minute of a warm worker process: its batches after the first (which
-    warms it), per minute of wall time and of the process's CPU time (all its threads)."""
-    timed = report["batches"][1:]
+    warms it) run with ``threads``, per minute of wall time and of the process's CPU time
+    (all its threads)."""
+    timed = [b for b in report["batches"][1:] if b["threads"] == threads]
     seconds = sum(b["ms"] for b in timed) / 1000
     records = sum(b["records"] for b in timed)
     cpu_seconds = sum(b["cpu_ms"] for b in timed) / 1000
     return {
-        "record_threads": report["record_threads"],
+        "record_threads": threads,
         "forecasts_per_minute": round(records / seconds * 60, 1),
         "forecasts_per_cpu_minute": round(records / cpu_seconds * 60, 1),
         "cpu_seconds": round(cpu_seconds, 2),
@@ -157,9 +160,6 @@ def throughput_figures(report: dict[str, Any]) -> dict[str, Any]:
         "seconds": round(seconds, 2),
         "per_record_ms": summary([b["ms"] / b["records"] for b in timed]),
         "per_batch_ms": summary([b["ms"] for b in timed]),
-        "peak_rss_mib": round(report["peak_rss_kib"] / 1024, 1),
-        "modules_loaded": report["modules_loaded"],
-        "clients_built": report["clients_built"],
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -192,7 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-runs", type=int, default=3)
     parser.add_argument("--forecasts", type=int, default=60)
     parser.add_argument("--import-runs", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
     fake_aws_environment()
 
@@ -242,30 +241,23 @@ def main(argv: list[str] | None = None) -> int:
                 f"{training['modules_loaded']}"
             )
 
-            throughput: dict[str, list[dict[str, Any]]] = {"sequential": [], "concurrent": []}
-            for _ in range(args.rounds):
-                for mode, threads in (("sequential", 1), ("concurrent", None)):
-                    events = sqs_events(services, BATCH_SIZE + args.forecasts, BATCH_SIZE)
-                    _, warm = run_worker_process(events, threads)
-                    figures = throughput_figures(warm)
-                    throughput[mode].append(figures)
-                    print(
-                        f"forecasts per minute, one warm worker process, {mode} "
-                        f"({warm['record_threads']} threads): "
-                        f"{figures['forecasts_per_minute']:.0f} ({figures['forecasts']} "
-                        f"forecasts in {figures['seconds']:.1f} s; per batch of {BATCH_SIZE} "
-                        f"{figures['per_batch_ms']['median']:.0f} ms median; "
-                        f"{figures['forecasts_per_cpu_minute']:.0f} a minute of the worker's "
-                        f"CPU time); peak RSS {figures['peak_rss_mib']:.0f} MiB; load "
-                        f"{figures['load_average']}"
-                    )
+            events = sqs_events(services, BATCH_SIZE + 2 * args.forecasts, BATCH_SIZE)
+            _, warm = run_worker_process(events, f"1,{MAX_RECORD_THREADS}")
+            throughput = {}
+            for mode, threads in (("sequential", 1), ("concurrent", MAX_RECORD_THREADS)):
+                figures = throughput_figures(warm, threads)
+                throughput[mode] = figures
+                print(
+                    f"forecasts per minute, one warm worker process, {mode} "
+                    f"({threads} threads): {figures['forecasts_per_minute']:.0f} "
+                    f"({figures['forecasts']} forecasts in {figures['seconds']:.1f} s; per "
+                    f"batch of {BATCH_SIZE} {figures['per_batch_ms']['median']:.0f} ms median; "
+                    f"{figures['forecasts_per_cpu_minute']:.0f} a minute of the worker's CPU "
+                    f"time); load {figures['load_average']}"
+                )
+            print(f"peak RSS {warm['peak_rss_kib'] / 1024:.0f} MiB")
     finally:
         server.stop()
-    best = {
-        mode: summary([r["forecasts_per_minute"] for r in rounds])
-        for mode, rounds in throughput.items()
-    }
-    concurrent = throughput["concurrent"][-1]
 
     write_result(
         "perf_worker",
@@ -286,11 +278,12 @@ def main(argv: list[str] | None = None) -> int:
             # the worker as deployed (a batch's records at the same time); its rounds and
             # the sequential ones beside it below
             "throughput": {
-                **concurrent,
-                "forecasts_per_minute_median_of_rounds": best["concurrent"]["median"],
+                **throughput["concurrent"],
+                "peak_rss_mib": round(warm["peak_rss_kib"] / 1024, 1),
+                "modules_loaded": warm["modules_loaded"],
+                "clients_built": warm["clients_built"],
             },
-            "throughput_rounds": throughput,
-            "throughput_per_minute_median": best,
+            "throughput_sequential": throughput["sequential"],
             "peak_rss_mib_cold": summary([r["peak_rss_kib"] / 1024 for r in cold_reports]),
             "training_worker": {
                 "cold_start_to_result_ms": round(training_ms, 1),

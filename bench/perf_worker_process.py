@@ -1,10 +1,11 @@
 """One worker process, as a Lambda container runs it: import functions/worker/app.py, hand it
 SQS events one after another, report timings and peak memory as JSON on stdout.
 
-    python bench/perf_worker_process.py EVENTS.json [THREADS]
+    python bench/perf_worker_process.py EVENTS.json [THREADS[,THREADS...]]
 
 THREADS sets how many records of a batch the worker's processor runs at once (default: the
-handler's own setting; 1 = one after another, as before the concurrent processor).
+handler's own setting; 1 = one after another, as before the concurrent processor); several
+alternate batch by batch (the first batch, which warms the process, takes the first).
 
 Started by ``bench.perf_worker`` in a fresh interpreter (the environment points it at a moto
 server and the sales database); not meant to be run by hand.
@@ -62,12 +63,13 @@ def main() -> int:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     import_ms = (time.perf_counter() - started) * 1000
-    if len(sys.argv) > 2:
-        module.processor.max_threads = int(sys.argv[2])
+    threads = [int(t) for t in sys.argv[2].split(",")] if len(sys.argv) > 2 else []
     batches = []
     first_result_epoch = None
     first_result_cpu_ms = None
-    for event in events:
+    for i, event in enumerate(events):
+        if threads:
+            module.processor.max_threads = threads[max(i - 1, 0) % len(threads)]
         t0, cpu0 = time.perf_counter(), time.process_time()
         response = module.lambda_handler(event, LambdaContext())
         batches.append(
@@ -76,6 +78,7 @@ def main() -> int:
                 # this process's CPU: what the batch costs whatever else shares the machine
                 "cpu_ms": (time.process_time() - cpu0) * 1000,
                 "records": len(event["Records"]),
+                "threads": module.processor.max_threads,
                 "failures": len(response.get("batchItemFailures", [])),
             }
         )
