@@ -73,6 +73,23 @@ LAMBDA_ENVIRONMENT = {
 }
 
 
+# Tracing as the template deploys it (Tracing: Active): Powertools' Tracer on, the X-Ray SDK
+# patching botocore; Lambda's runtime sets the invocation's trace header. With no X-Ray daemon
+# here the segments go to 127.0.0.1:2000 over UDP and are dropped.
+TRACING_ENVIRONMENT = {
+    "_X_AMZN_TRACE_ID": "Root=1-67890abc-0123456789abcdef01234567;Parent=0123456789abcdef;Sampled=1"
+}
+TRACING = {"on": False}
+
+
+def worker_environment() -> dict[str, str]:
+    env = {**os.environ, **LAMBDA_ENVIRONMENT}
+    if TRACING["on"]:
+        env.pop("POWERTOOLS_TRACE_DISABLED", None)
+        env.update(TRACING_ENVIRONMENT)
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -127,7 +144,7 @@ def run_worker_process(
             + ([] if threads is None else [str(threads)]),
             capture_output=True,
             text=True,
-            env={**os.environ, **LAMBDA_ENVIRONMENT},
+            env=worker_environment(),
             check=False,
         )
     finally:
@@ -192,7 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-runs", type=int, default=3)
     parser.add_argument("--forecasts", type=int, default=60)
     parser.add_argument("--import-runs", type=int, default=5)
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="the worker with tracing on, as deployed (writes perf_worker_tracing.json)",
+    )
     args = parser.parse_args(argv)
+    TRACING["on"] = args.tracing
     fake_aws_environment()
 
     print("import times (fresh process each, ms):")
@@ -260,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
 
     write_result(
-        "perf_worker",
+        "perf_worker_tracing" if args.tracing else "perf_worker",
         {
             "protocol": {
                 "aws": "moto server on 127.0.0.1 (HTTP), resources from template.yaml",
@@ -270,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                 "batch_size": BATCH_SIZE,
                 "cold_start": "spawn of a fresh python process -> first handler return",
                 "lambda_environment": LAMBDA_ENVIRONMENT,
+                "tracing": "on (X-Ray SDK, no daemon)" if args.tracing else "disabled",
             },
             "import_ms": imports,
             "cold_start_ms": summary(cold),
