@@ -35,14 +35,16 @@ _BOTO_CONFIG = Config(
 
 class LazyClient:
     """A boto3 client built on its first use. Building one loads the service's model (tens of
-    ms of CPU each): a worker that never retries needs no SQS client, no function but
-    train_all needs a Lambda client. Thread-safe (boto3's default session is not, when
-    clients are created from several threads), and the client itself is."""
+    ms of CPU each): a worker that never retries needs no SQS client, and only the
+    training-all route needs a Lambda client. Safe from threads: clients are built one at a
+    time (boto3's default session is not safe to build clients from several threads at
+    once), and a client itself is thread-safe."""
+
+    _building = threading.Lock()  # one for all: they share boto3's default session
 
     def __init__(self, build: Callable[[], Any]) -> None:
         self._build = build
         self._client: Any = None
-        self._lock = threading.Lock()
 
     @property
     def built(self) -> bool:
@@ -51,7 +53,7 @@ class LazyClient:
     def __getattr__(self, name: str) -> Any:
         client = self._client
         if client is None:
-            with self._lock:
+            with LazyClient._building:
                 if self._client is None:
                     self._client = self._build()
                 client = self._client
