@@ -874,6 +874,8 @@ def holidays_of(
 # the products of a nightly train-all whose histories span the same days share one.
 _FEATURES: OrderedDict[tuple[Any, ...], FeatureMatrix] = OrderedDict()
 CACHED_FEATURE_MATRICES = 8
+# The worker trains a batch's records in threads at once; a matrix is read-only once built.
+_FEATURES_LOCK = threading.Lock()
 
 
 def _shared_features(
@@ -888,13 +890,14 @@ def _shared_features(
         else tuple(pd.util.hash_pandas_object(holidays, index=False).to_numpy().tolist())
     )
     key = (options.config_hash(), holiday_key, first, last)
-    features = _FEATURES.get(key)
-    if features is None:
-        features = _FEATURES[key] = FeatureMatrix.build(options, holidays, first, last)
-        while len(_FEATURES) > CACHED_FEATURE_MATRICES:
-            _FEATURES.popitem(last=False)
-    _FEATURES.move_to_end(key)
-    return features
+    with _FEATURES_LOCK:
+        features = _FEATURES.get(key)
+        if features is None:
+            features = _FEATURES[key] = FeatureMatrix.build(options, holidays, first, last)
+            while len(_FEATURES) > CACHED_FEATURE_MATRICES:
+                _FEATURES.popitem(last=False)
+        _FEATURES.move_to_end(key)
+        return features
 
 
 def _warm(
