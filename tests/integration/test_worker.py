@@ -398,3 +398,21 @@ def test_a_batch_runs_its_records_at_once_reports_only_the_bad_one_and_logs_each
         assert line["result_key"] == f"forecasts/{line['task_id']}.json"
     started = [line["task_id"] for line in logs if line["message"] == "job started"]
     assert sorted(started) == sorted(task_ids)
+
+
+def test_a_batch_of_trainings_fits_its_products_at_the_same_time(app):
+    """Two products trained by one invocation, in two threads (Prophet, cmdstan, the shared
+    feature matrices): each gets its model and its job succeeds."""
+    skus = ["BRD-001", "CRS-001"]
+    task_ids = []
+    for sku in skus:
+        event = api_event("submit/train-product.json", path_parameters={"sku": sku})
+        response = invoke("submit", event)
+        assert response["statusCode"] == 202, response["body"]
+        task_ids.append(response_json(response)["task_id"])
+    messages = app.receive()
+    assert len(messages) == 2
+    assert invoke("worker", app.sqs_event(messages)) == {"batchItemFailures": []}
+    for task_id, sku in zip(task_ids, skus, strict=True):
+        assert job(app, task_id).status.value == "SUCCESS"
+        assert len(model_versions(app, sku)) == 1
