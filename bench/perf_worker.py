@@ -265,7 +265,15 @@ def main(argv: list[str] | None = None) -> int:
             )
 
             events = sqs_events(services, BATCH_SIZE + 2 * args.forecasts, BATCH_SIZE)
+            # This process serves the moto server: its CPU meanwhile is what the fake AWS costs.
+            aws_cpu_started = time.process_time()
             _, warm = run_worker_process(events, f"1,{MAX_RECORD_THREADS}")
+            aws_cpu_ms_per_record = (
+                (time.process_time() - aws_cpu_started)
+                * 1000
+                / sum(b["records"] for b in warm["batches"])
+            )
+            print(f"moto server CPU per forecast record: {aws_cpu_ms_per_record:.1f} ms")
             throughput = {}
             for mode, threads in (("sequential", 1), ("concurrent", MAX_RECORD_THREADS)):
                 figures = throughput_figures(warm, threads)
@@ -308,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
                 "clients_built": warm["clients_built"],
             },
             "throughput_sequential": throughput["sequential"],
+            # CPU of the moto server (4 requests) per record, both modes together
+            "moto_server_cpu_ms_per_record": round(aws_cpu_ms_per_record, 1),
             "peak_rss_mib_cold": summary([r["peak_rss_kib"] / 1024 for r in cold_reports]),
             "training_worker": {
                 "cold_start_to_result_ms": round(training_ms, 1),
