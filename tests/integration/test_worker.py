@@ -400,9 +400,9 @@ def test_a_batch_runs_its_records_at_once_reports_only_the_bad_one_and_logs_each
     assert sorted(started) == sorted(task_ids)
 
 
-def test_a_batch_of_trainings_fits_its_products_at_the_same_time(app):
-    """Two products trained by one invocation, in two threads (Prophet, cmdstan, the shared
-    feature matrices): each gets its model and its job succeeds."""
+def test_a_batch_of_trainings_trains_each_product(app):
+    """Two products trained by one invocation (records in threads, trainings one at a time:
+    siprems.jobs.runner.TRAINING_SLOT): each gets its model and its job succeeds."""
     skus = ["BRD-001", "CRS-001"]
     task_ids = []
     for sku in skus:

@@ -134,3 +134,48 @@ def test_services_build_the_sqs_s3_and_lambda_clients_only_when_used(aws, monkey
 
     services.queue.send({"task_id": "t-1"})
     assert sqs.built and not (s3.built or lambda_.built)
+
+
+def test_trainings_of_a_batch_run_one_at_a_time_while_forecasts_overlap(monkeypatch):
+    """Records run in threads, but a process trains one product at a time (memory)."""
+    import contextlib
+    import time
+    from types import SimpleNamespace
+
+    import siprems.forecasting.service as forecasting
+    from siprems.jobs.model import Job, JobType
+    from siprems.jobs.runner import run_job
+
+    running = {"train": 0, "predict": 0}
+    most = {"train": 0, "predict": 0}
+    lock = threading.Lock()
+
+    forecasts_together = threading.Barrier(4, timeout=DEADLOCK_GUARD_SECONDS)
+
+    def occupied(kind):
+        def work(*args, **kwargs):
+            with lock:
+                running[kind] += 1
+                most[kind] = max(most[kind], running[kind])
+            if kind == "predict":
+                forecasts_together.wait()  # all four at once, or a broken barrier
+            else:
+                time.sleep(0.05)  # long enough for the other trainings to arrive
+            with lock:
+                running[kind] -= 1
+            return {}
+
+        return work
+
+    monkeypatch.setattr(forecasting, "train_product", occupied("train"))
+    monkeypatch.setattr(forecasting, "forecast_product", occupied("predict"))
+    services = SimpleNamespace(
+        sales=SimpleNamespace(repository=lambda: contextlib.nullcontext(None)),
+        settings=SimpleNamespace(default_forecast_days=28),
+        models=None,
+    )
+    jobs = [Job.new(JobType.TRAIN, product_sku=f"T-{i}") for i in range(4)]
+    jobs += [Job.new(JobType.PREDICT, product_sku=f"P-{i}") for i in range(4)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda job: run_job(job, services, None), jobs))
+    assert most == {"train": 1, "predict": 4}

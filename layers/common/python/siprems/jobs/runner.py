@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,6 +84,12 @@ def parse_message(body: str, receipt_handle: str | None, receive_count: int = 1)
 
 JobFunction = Callable[[Job, Services, Path], dict[str, Any]]
 
+# The records of a batch run in threads (siprems.jobs.batch), but one training at a time per
+# process: a fit is CPU-bound (its two cmdstan runs already use a second vCPU where there is
+# one) and peaks at ~140 MiB, so trainings side by side would only multiply the memory the
+# worker was sized and measured for. Forecasts, which mostly wait for AWS, still overlap.
+TRAINING_SLOT = threading.BoundedSemaphore(1)
+
 
 def run_job(job: Job, services: Services, work_dir: Path) -> dict[str, Any]:
     """Train or forecast through the forecasting service (imported here: pandas/Prophet
@@ -91,13 +98,14 @@ def run_job(job: Job, services: Services, work_dir: Path) -> dict[str, Any]:
 
     if not job.product_sku:
         raise PermanentError(f"job {job.task_id} has no product_sku")
-    with services.sales.repository() as sales:
-        if job.type is JobType.PREDICT:
-            days = job.params.get("days", services.settings.default_forecast_days)
+    if job.type is JobType.PREDICT:
+        days = job.params.get("days", services.settings.default_forecast_days)
+        with services.sales.repository() as sales:
             return forecast_product(
                 job.product_sku, days, sales=sales, store=services.models, work_dir=work_dir
             )
-        if job.type is JobType.TRAIN:
+    if job.type is JobType.TRAIN:
+        with TRAINING_SLOT, services.sales.repository() as sales:
             return train_product(
                 job.product_sku, sales=sales, store=services.models, work_dir=work_dir
             )
