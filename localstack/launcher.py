@@ -166,6 +166,11 @@ def runtime_env(project_python: str) -> dict[str, str]:
             # after an empty poll; Lambda's pollers long-poll, so a queued job starts at once.
             "LAMBDA_EVENT_SOURCE_MAPPING_POLL_INTERVAL_SEC": "0",
             "LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC": "0.2",
+            # LocalStack's own calls between services (API Gateway invoking a function or an
+            # authorizer, event source mappings polling SQS, function logs to CloudWatch)
+            # dispatched in the process instead of over HTTP to itself: its HTTP server layer
+            # (hypercorn, the ASGI/WSGI bridge) costs more CPU than most handlers.
+            "IN_MEMORY_CLIENT": "1",
             "PROVIDER_OVERRIDE_DYNAMODB": "moto",
             "LAMBDA_RUNTIME_EXECUTOR": "local-process",
             "LAMBDA_RUNTIME_ENVIRONMENT_TIMEOUT": "120",

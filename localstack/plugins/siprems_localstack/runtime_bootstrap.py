@@ -5,9 +5,10 @@ container):
 
 - on start, import the handler and POST ``{endpoint}/status/{runtime_id}/ready`` (or ``.../error``
   with the import error);
-- serve ``POST /invoke`` on 127.0.0.1:<port>; for each invocation run the handler, then POST the
-  captured output to ``{endpoint}/invocations/{id}/logs`` and the result to
-  ``.../response`` or ``.../error``;
+- serve ``POST /invoke`` on 127.0.0.1:<port>; for each invocation run the handler and answer the
+  request itself with ``{"payload": <result or error JSON>, "is_error": bool, "logs": <output>}``
+  (LocalStack's init posts these to the gateway in separate requests instead; the executor,
+  ``LocalProcessEndpoint``, reads them from this answer);
 - enforce the function timeout: report ``Task timed out`` and restart the process, as Lambda
   discards a timed-out execution environment.
 
@@ -121,7 +122,7 @@ def post(url: str, body: bytes, content_type: str = "application/json") -> None:
         answer.read()
 
 
-def error_body(exc: BaseException) -> bytes:
+def error_body(exc: BaseException) -> str:
     return json.dumps(
         {
             "errorMessage": str(exc),
@@ -129,7 +130,22 @@ def error_body(exc: BaseException) -> bytes:
             "requestId": "",
             "stackTrace": traceback.format_tb(exc.__traceback__),
         }
-    ).encode()
+    )
+
+
+class Invocation:
+    """One ``/invoke`` request: its payload, and its outcome once the handler has run (the
+    request's thread waits for it and answers with it)."""
+
+    def __init__(self, payload: dict) -> None:
+        self.payload = payload
+        self.outcome: dict = {}
+        self.done = threading.Event()
+        self.answered = threading.Event()
+
+    def answer(self, outcome: dict) -> None:
+        self.outcome = outcome
+        self.done.set()
 
 
 def load_handler(spec: str):
@@ -149,7 +165,7 @@ def main() -> None:
     capture = OutputCapture()
     restarted = os.environ.pop(RESTARTED_FLAG, None) == "1"
 
-    invocations: Queue[dict] = Queue()
+    invocations: Queue[Invocation] = Queue()
 
     class InvokeHandler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
@@ -159,9 +175,19 @@ def main() -> None:
                 self.send_response(404)
                 self.end_headers()
                 return
-            invocations.put(payload)
-            self.send_response(202)
-            self.end_headers()
+            invocation = Invocation(payload)
+            invocations.put(invocation)
+            invocation.done.wait()
+            try:
+                body = json.dumps(invocation.outcome).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                self.wfile.flush()
+            finally:
+                invocation.answered.set()
 
         def log_message(self, format: str, *args) -> None:  # noqa: A002
             pass  # keep the function's log free of the runtime's own access log
@@ -174,26 +200,27 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 (any import failure is the function's init error)
         traceback.print_exc()
         if not restarted:
-            post(f"{endpoint}/status/{runtime_id}/error", error_body(exc))
+            post(f"{endpoint}/status/{runtime_id}/error", error_body(exc).encode())
         sys.exit(1)
     if not restarted:
         post(f"{endpoint}/status/{runtime_id}/ready", b"{}")
 
     while True:
         invocation = invocations.get()
-        request_id = invocation["invoke-id"]
+        payload = invocation.payload
+        request_id = payload["invoke-id"]
         started = time.monotonic()
         deadline = started + timeout_s
-        context = LambdaContext(request_id, invocation.get("invoked-function-arn", ""), deadline)
-        os.environ["_X_AMZN_TRACE_ID"] = invocation.get("trace-id") or ""
+        context = LambdaContext(request_id, payload.get("invoked-function-arn", ""), deadline)
+        os.environ["_X_AMZN_TRACE_ID"] = payload.get("trace-id") or ""
         capture.begin()
         print(f"START RequestId: {request_id} Version: {context.function_version}", flush=True)
         outcome: dict = {}
 
-        def run(invocation=invocation, context=context, outcome=outcome) -> None:
+        def run(payload=payload, context=context, outcome=outcome) -> None:
             try:
-                event = json.loads(invocation.get("payload") or "null")
-                outcome["result"] = json.dumps(handler(event, context)).encode()
+                event = json.loads(payload.get("payload") or "null")
+                outcome["result"] = json.dumps(handler(event, context))
             except Exception as exc:  # noqa: BLE001 (reported to the caller as Lambda does)
                 traceback.print_exc()
                 outcome["error"] = error_body(exc)
@@ -211,7 +238,7 @@ def main() -> None:
                         ),
                         "errorType": "Sandbox.Timedout",
                     }
-                ).encode()
+                )
             }
             print(f"{request_id} Task timed out after {timeout_s:.2f} seconds", flush=True)
         elapsed_ms = (time.monotonic() - started) * 1000
@@ -221,15 +248,18 @@ def main() -> None:
             f"Memory Size: {context.memory_limit_in_mb} MB",
             flush=True,
         )
-        logs = capture.end(request_id)
-        base = f"{endpoint}/invocations/{request_id}"
-        post(f"{base}/logs", json.dumps({"logs": logs}).encode())
-        if "error" in outcome:
-            post(f"{base}/error", outcome["error"])
-        else:
-            post(f"{base}/response", outcome["result"])
+        is_error = "error" in outcome
+        invocation.answer(
+            {
+                "payload": outcome["error"] if is_error else outcome["result"],
+                "is_error": is_error,
+                "logs": capture.end(request_id),
+            }
+        )
         if timed_out:
-            # The handler thread cannot be stopped: start a fresh process, as Lambda does.
+            # The handler thread cannot be stopped: start a fresh process, as Lambda does
+            # (once the answer is out: the exec closes the connection).
+            invocation.answered.wait(timeout=5)
             server.server_close()
             os.environ[RESTARTED_FLAG] = "1"
             capture.restore()
