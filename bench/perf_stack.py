@@ -11,7 +11,9 @@ nightly rule off) and stops afterwards only what it started. Then, as a client o
   chain, the REQUEST authorizer (cached per token, as API Gateway does), the submit Lambda as a
   local process (product check in PostgreSQL, conditional ``PutItem``, ``SendMessage``), 202.
   The worker's event source mapping is disabled meanwhile, so the figure is the submit path
-  alone on a machine not busy with forecasts; the queued jobs are purged afterwards.
+  alone on a machine not busy with forecasts; the queued jobs are purged afterwards. Next to
+  the latencies, the CPU time LocalStack and its function processes spent per submit (what
+  the machine's load moves least).
 - **where the time goes**, each on the same warm stack: a request refused before any Lambda
   (no token: 401 from the authorizer step), a cache-missing authorizer (a new token each
   time), ``lambda.invoke`` of the submit function with the same API event (LocalStack's

@@ -89,7 +89,7 @@ class LocalProcessEndpoint(ExecutorEndpoint):
     """The executor endpoint, with the invocation's outcome (result or error, and its logs)
     answered on the ``/invoke`` request itself: LocalStack's own init answers through three
     more HTTP requests to LocalStack's gateway (logs, then response or error), each a pass
-    through its whole handler chain, which was a third of a short invocation's time."""
+    through its whole HTTP layer (docs/PERFORMANCE.md, "Through the local stack")."""
 
     @staticmethod
     def _perform_invoke(invocation_url: str, proxies: dict, payload: dict) -> requests.Response:
