@@ -36,6 +36,7 @@ import time
 from typing import Any
 
 from siprems.jobs.batch import MAX_RECORD_THREADS
+from siprems.queue import SQS_MAX_VISIBILITY
 
 from bench.perf_common import (
     ROOT,
@@ -121,7 +122,11 @@ def received_records(count: int) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     while len(messages) < count:
         received = sqs.receive_message(
-            QueueUrl=os.environ["JOBS_QUEUE_URL"], MaxNumberOfMessages=10, VisibilityTimeout=600
+            # As long as SQS allows: the records are the benchmark's now, and must not come
+            # back during a long run (1,000 first trainings take over ten minutes).
+            QueueUrl=os.environ["JOBS_QUEUE_URL"],
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=SQS_MAX_VISIBILITY,
         ).get("Messages", [])
         if not received:
             break

@@ -181,6 +181,56 @@ def test_dynamodb_gsi_query(mini_app):
     assert sorted(item["pk"] for item in items) == [f"{kind}#{i}" for i in range(3)]
 
 
+def test_dynamodb_transactions_are_all_or_nothing(mini_app):
+    """The plugin's TransactWriteItems (no copy of the table per transaction): a failed
+    condition writes nothing and names its item; a write that fails undoes the others."""
+    from botocore.exceptions import ClientError
+
+    table = _table(mini_app)
+    client = table.meta.client
+    name = mini_app["TableName"]
+    kind = f"t{uuid.uuid4().hex[:8]}"
+    table.put_item(Item={"pk": f"{kind}#a", "kind": kind, "n": 1})
+
+    def update(pk, condition=None, expression="SET n = n + :one"):
+        op = {
+            "TableName": name,
+            "Key": {"pk": pk},
+            "UpdateExpression": expression,
+            "ExpressionAttributeValues": {":one": 1},
+        }
+        if condition:
+            op["ConditionExpression"] = condition
+            op["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        return {"Update": op}
+
+    put_b = {"Put": {"TableName": name, "Item": {"pk": f"{kind}#b", "kind": kind}}}
+    try:
+        client.transact_write_items(
+            TransactItems=[put_b, update(f"{kind}#a", condition="n > :one")]
+        )
+        raise AssertionError("the transaction should have been cancelled")
+    except ClientError as cancelled:
+        reasons = cancelled.response["CancellationReasons"]
+        assert [r["Code"] for r in reasons] == ["None", "ConditionalCheckFailed"]
+        assert reasons[1]["Item"]["n"] == {"N": "1"}
+    assert "Item" not in table.get_item(Key={"pk": f"{kind}#b"})
+
+    # The second write fails as it is applied (a number added to a string): the put before
+    # it is undone.
+    table.put_item(Item={"pk": f"{kind}#s", "kind": kind, "n": "text"})
+    try:
+        client.transact_write_items(TransactItems=[put_b, update(f"{kind}#s")])
+        raise AssertionError("the transaction should have failed")
+    except ClientError:
+        pass
+    assert "Item" not in table.get_item(Key={"pk": f"{kind}#b"})
+
+    client.transact_write_items(TransactItems=[put_b, update(f"{kind}#a", condition="n = :one")])
+    assert table.get_item(Key={"pk": f"{kind}#a"})["Item"]["n"] == 2
+    assert table.get_item(Key={"pk": f"{kind}#b"})["Item"]["kind"] == kind
+
+
 def test_schedule_rate_one_minute_fires_the_function(mini_app):
     table = _table(mini_app)
 
