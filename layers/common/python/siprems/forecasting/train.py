@@ -14,7 +14,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from dataclasses import dataclass, field
@@ -848,11 +848,36 @@ def two_cpus() -> bool:
     return (os.process_cpu_count() or 1) >= 2
 
 
+class _BoundedCache:
+    """The ``size`` values last used, by key; built under a lock (a training's two fits, and
+    the products of a train-all, may ask at the same time), read-only once built."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._values: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_build(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key not in self._values:
+                self._values[key] = build()
+                while len(self._values) > self.size:
+                    self._values.popitem(last=False)
+            self._values.move_to_end(key)
+            return self._values[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
 # Holiday frames by (options, events, years): ``holiday_frame`` depends on the years of the
 # span alone, and builds the country's calendar anew on each call (three per training).
-_HOLIDAYS: OrderedDict[tuple[Any, ...], pd.DataFrame | None] = OrderedDict()
 CACHED_HOLIDAY_FRAMES = 8
-_HOLIDAYS_LOCK = threading.Lock()
+_HOLIDAYS = _BoundedCache(CACHED_HOLIDAY_FRAMES)
 
 
 def holidays_of(
@@ -860,22 +885,14 @@ def holidays_of(
 ) -> pd.DataFrame | None:
     """``holiday_frame(events, options, first_day, last_day)``, a copy of a cached one."""
     key = (options.config_hash(), tuple(events), first_day.year, last_day.year)
-    with _HOLIDAYS_LOCK:  # a training's two fits may ask at the same time
-        if key not in _HOLIDAYS:
-            _HOLIDAYS[key] = holiday_frame(events, options, first_day, last_day)
-            while len(_HOLIDAYS) > CACHED_HOLIDAY_FRAMES:
-                _HOLIDAYS.popitem(last=False)
-        _HOLIDAYS.move_to_end(key)
-        frame = _HOLIDAYS[key]
+    frame = _HOLIDAYS.get_or_build(key, lambda: holiday_frame(events, options, first_day, last_day))
     return None if frame is None else frame.copy()
 
 
 # Feature matrices by (options, holidays, span): features depend on the calendar alone, so
 # the products of a nightly train-all whose histories span the same days share one.
-_FEATURES: OrderedDict[tuple[Any, ...], FeatureMatrix] = OrderedDict()
 CACHED_FEATURE_MATRICES = 8
-# The worker trains a batch's records in threads at once; a matrix is read-only once built.
-_FEATURES_LOCK = threading.Lock()
+_FEATURES = _BoundedCache(CACHED_FEATURE_MATRICES)
 
 
 def _shared_features(
@@ -890,14 +907,7 @@ def _shared_features(
         else tuple(pd.util.hash_pandas_object(holidays, index=False).to_numpy().tolist())
     )
     key = (options.config_hash(), holiday_key, first, last)
-    with _FEATURES_LOCK:
-        features = _FEATURES.get(key)
-        if features is None:
-            features = _FEATURES[key] = FeatureMatrix.build(options, holidays, first, last)
-            while len(_FEATURES) > CACHED_FEATURE_MATRICES:
-                _FEATURES.popitem(last=False)
-        _FEATURES.move_to_end(key)
-        return features
+    return _FEATURES.get_or_build(key, lambda: FeatureMatrix.build(options, holidays, first, last))
 
 
 def _warm(
