@@ -81,9 +81,10 @@ def train_all(
     """Fan out the children of ``parent_id``. ``seconds_left`` is the invocation's remaining
     time: the fan-out lease lasts that long (plus a margin), so it outlives its holder."""
     store = services.store
-    parent = store.get(parent_id)
-    if parent is None:
+    state = store.fan_out_state(parent_id)
+    if state is None:
         raise NotFoundError(f"no train_all parent job {parent_id!r}", task_id=parent_id)
+    parent = state.parent
     if parent.terminal:
         logger.info("train_all parent already finished", extra={"task_id": parent_id})
         return FanOut(parent_id, parent.status.value, 0, 0, 0)
@@ -91,8 +92,7 @@ def train_all(
     lease = FanOutLease(
         owner=new_task_id(), until=utc_now() + timedelta(seconds=seconds_left() + LEASE_MARGIN)
     )
-    state = store.fan_out_state(parent_id)
-    if state is not None and state.skus is None:
+    if state.skus is None:
         with services.sales.repository() as sales:
             skus = sorted(sales.list_skus())
         started = store.start_parent(parent_id, skus=skus, lease=lease)

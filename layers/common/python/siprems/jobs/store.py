@@ -72,11 +72,15 @@ class FanOutLease:
 
 @dataclass(frozen=True)
 class FanOutState:
-    status: JobStatus
+    parent: Job
     skus: list[str] | None  # frozen by the first run
     owner: str | None
     lease_until: str | None  # ISO time, as stored
     fanned_out: bool
+
+    @property
+    def status(self) -> JobStatus:
+        return self.parent.status
 
     def lease_active(self, now: datetime) -> bool:
         return bool(self.lease_until) and str(self.lease_until) >= iso(now)
@@ -305,20 +309,14 @@ class JobStore:
         )
 
     def fan_out_state(self, parent_id: str) -> FanOutState | None:
-        """What a train_all run needs to know of its parent (None if there is none)."""
-        response = self._call(
-            "get_item",
-            Key={"task_id": parent_id},
-            ConsistentRead=True,
-            ProjectionExpression="#s, skus_gz, fanout_owner, fanout_until, fanned_out_at",
-            ExpressionAttributeNames=_NAMES,
-        )
+        """A train_all parent and its fan-out (None if there is none), in one read."""
+        response = self._call("get_item", Key={"task_id": parent_id}, ConsistentRead=True)
         item = response.get("Item")
         if item is None:
             return None
         skus = item.get("skus_gz")
         return FanOutState(
-            status=JobStatus(item["status"]),
+            parent=Job.from_item(item),
             skus=_unpacked(skus) if skus is not None else None,
             owner=item.get("fanout_owner"),
             lease_until=item.get("fanout_until"),
