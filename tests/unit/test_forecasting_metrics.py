@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 from siprems.forecasting import metrics
@@ -107,3 +108,15 @@ def test_one_step_seasonal_naive_falls_back_a_week_over_a_missing_day():
     days = [pd.Timestamp("2024-01-15"), pd.Timestamp("2024-01-01")]
     assert metrics.one_step_seasonal_naive(series, days)[0] == 10  # two weeks back
     assert math.isnan(metrics.one_step_seasonal_naive(series, days)[1])  # nothing before
+
+
+def test_naive_baselines_take_unsorted_dates_and_an_empty_history():
+    series = _two_weeks(WEEK1 + WEEK2)
+    shuffled = series.iloc[::-1]
+    shuffled.index = [d.date() for d in shuffled.index]  # dates, newest first
+    days = pd.date_range("2024-01-15", periods=7, freq="D")
+    assert list(metrics.seasonal_naive_forecast(shuffled, days)) == WEEK2
+    assert metrics.seasonal_naive_scale(shuffled) == metrics.seasonal_naive_scale(series)
+    empty = pd.Series([], dtype=float, index=pd.DatetimeIndex([]))
+    assert math.isnan(metrics.seasonal_naive_scale(empty))
+    assert np.isnan(metrics.seasonal_naive_forecast(empty, days)).all()

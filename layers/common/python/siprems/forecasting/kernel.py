@@ -397,9 +397,11 @@ def _check_columns(model: Any, keys: list[str], beta: np.ndarray) -> None:
         raise NotImplementedError(
             f"the model has {len(beta)} feature columns, the kernel rebuilt {len(keys)}"
         )
+    position = {name: j for j, name in enumerate(cols.columns)}
+    flags = cols.to_numpy()
     for i, key in enumerate(keys):
-        component = key.split(_DELIM)[0]
-        if component not in cols.columns or int(cols[component].iloc[i]) != 1:
+        j = position.get(key.split(_DELIM)[0])
+        if j is None or int(flags[i, j]) != 1:
             raise NotImplementedError(f"feature column {i} ({key}) does not match the model")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -68,12 +69,15 @@ def seasonal_naive_scale(history: pd.Series, season: int = SEASON) -> float:
     ``history`` is indexed by date; pairs whose lagged day is absent are skipped (the lag is
     in calendar days, so a missing day never shifts the weekday).
     """
-    series = _daily(history)
-    lagged = series.shift(season, freq="D")
-    both = series.rename("y").to_frame().join(lagged.rename("lag"), how="inner").dropna()
-    if both.empty:
+    days, values = _day_values(history)
+    # the position of each day's lagged day, where that day is in the series
+    at = np.searchsorted(days, days - season)
+    found = (at < len(days)) & (days[np.minimum(at, len(days) - 1)] == days - season)
+    pairs = values[found], values[at[found]]
+    usable = ~np.isnan(pairs[0]) & ~np.isnan(pairs[1])
+    if not usable.any():
         return math.nan
-    return float(np.mean(np.abs(both["y"] - both["lag"])))
+    return float(np.mean(np.abs(pairs[0][usable] - pairs[1][usable])))
 
 
 def mase(actual: Sequence[float], forecast: Sequence[float], scale: float) -> float:
@@ -91,16 +95,15 @@ def seasonal_naive_forecast(
     With a full calendar this is the textbook ŷ(T+h) = y(T+h − season·⌈h/season⌉); a missing
     day falls back one more season.
     """
-    series = _daily(history)
-    last = series.index.max()
-    values = series.to_dict()
+    known, values = _day_values(history)
+    by_day = dict(zip(known.tolist(), values.tolist(), strict=True))
+    first, last = (int(known[0]), int(known[-1])) if len(known) else (0, -1)
     out = []
-    for day in pd.to_datetime(list(days)):
-        steps = max(1, math.ceil((day - last).days / season))
-        candidate = day - pd.Timedelta(days=season * steps)
-        while candidate not in values and candidate >= series.index.min():
-            candidate -= pd.Timedelta(days=season)
-        out.append(values.get(candidate, math.nan))
+    for day in _day_numbers(days):
+        candidate = day - season * max(1, math.ceil((day - last) / season))
+        while candidate not in by_day and candidate >= first:
+            candidate -= season
+        out.append(by_day.get(candidate, math.nan))
     return np.asarray(out, dtype=float)
 
 
@@ -116,22 +119,34 @@ def one_step_seasonal_naive(
     "seasonal naive" (0.933 there; see docs/FORECASTING.md), so the benchmark prints it for
     comparison; the service reports the multi-step one.
     """
-    data = _daily(series)
-    first = data.index.min()
-    values = data.to_dict()
+    known, values = _day_values(series)
+    by_day = dict(zip(known.tolist(), values.tolist(), strict=True))
+    first = int(known[0]) if len(known) else 0
     out = []
-    for day in pd.to_datetime(list(days)):
-        candidate = day - pd.Timedelta(days=season)
-        while candidate not in values and candidate >= first:
-            candidate -= pd.Timedelta(days=season)
-        out.append(values.get(candidate, math.nan))
+    for day in _day_numbers(days):
+        candidate = day - season
+        while candidate not in by_day and candidate >= first:
+            candidate -= season
+        out.append(by_day.get(candidate, math.nan))
     return np.asarray(out, dtype=float)
 
 
-def _daily(history: pd.Series) -> pd.Series:
-    series = history.copy()
-    series.index = pd.to_datetime(series.index).normalize()
-    return series.sort_index().astype(float)
+def _day_numbers(days: Iterable[Any]) -> list[int]:
+    """Days (dates, timestamps or datetime64) as day numbers since 1970-01-01: lookups by
+    integer instead of by Timestamp."""
+    stamps = pd.DatetimeIndex(pd.to_datetime(list(days) if not hasattr(days, "dtype") else days))
+    return stamps.normalize().to_numpy(dtype="datetime64[D]").astype(np.int64).tolist()
+
+
+def _day_values(history: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A date-indexed series as (day numbers, values), sorted by day; of a day given twice,
+    the later value."""
+    days = np.asarray(_day_numbers(history.index), dtype=np.int64)
+    values = history.to_numpy(dtype=float)
+    order = np.argsort(days, kind="stable")
+    days, values = days[order], values[order]
+    last_of_day = np.append(days[1:] != days[:-1], True) if len(days) else days.astype(bool)
+    return days[last_of_day], values[last_of_day]
 
 
 def score(
