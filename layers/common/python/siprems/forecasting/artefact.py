@@ -15,6 +15,7 @@ cached; the next training writes the serving document.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import platform
 import sys
@@ -39,14 +40,20 @@ SERVING_FORMAT = 1
 CACHED_MODELS = 256
 
 
-def library_versions() -> dict[str, str]:
+@functools.cache
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    # reading a package's metadata parses its METADATA file (~2 ms each): once a process
     versions = {"python": platform.python_version()}
     for name in LIBRARIES:
         try:
             versions[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:
             versions[name] = "missing"
-    return versions
+    return tuple(versions.items())
+
+
+def library_versions() -> dict[str, str]:
+    return dict(_installed_versions())
 
 
 def import_prophet() -> None:
