@@ -3,10 +3,11 @@ delivered twice (each message sent a second time with the same body) leaves the 
 the same run without duplicates.
 
 The service keeps no history of state transitions, so what is counted is what it records:
-- the job items and their ``attempts`` (each PENDING/RETRY -> STARTED claim adds one);
-- the S3 object versions of every job's result (``forecasts/{task_id}.json``; the bucket is
-  versioned, so a second run of a job would leave a second version) and of each trained
-  product's model (``models/{sku}/model.json``);
+- the job items and their ``attempts`` (each PENDING/RETRY -> STARTED claim adds one), and the
+  result each item holds (written with its SUCCESS transition, a conditional write that only the
+  claim's own run can make: no S3 result object is written for these small results);
+- the S3 object versions of each trained product's model (``models/{sku}/model.json``; the
+  bucket is versioned, so a second run of a training would leave a second version);
 - the worker's log lines in CloudWatch Logs (through LocalStack): "job started" and "job
   succeeded" per task id, and "acknowledged without work" for a duplicate.
 """
@@ -34,8 +35,8 @@ JOBS = 50
 TRAINS = 5  # of the 50: the rest are forecasts from the stored models
 
 
-def result_versions(service: Service, task_ids: list[str]) -> Counter:
-    """Number of S3 versions of each job's result object."""
+def result_objects(service: Service, task_ids: list[str]) -> Counter:
+    """Number of S3 versions of each job's result object (results too large for the item)."""
     s3 = stack.client("s3")
     counts: Counter = Counter()
     paginator = s3.get_paginator("list_object_versions")
@@ -137,7 +138,8 @@ def run_jobs(service: Service, duplicate: bool) -> dict:
     return {
         "statuses": Counter(job["status"] for job in final.values()),
         "attempts": Counter(job["attempts"] for job in final.values()),
-        "result_versions": Counter(result_versions(service, task_ids).values()),
+        "results_in_answer": Counter("result" in job for job in final.values()),
+        "result_objects": sum(result_objects(service, task_ids).values()),
         "model_versions_added": sum(
             model_versions(service, sku) - before for sku, before in versions_before.items()
         ),
@@ -153,8 +155,8 @@ def run_jobs(service: Service, duplicate: bool) -> dict:
 @pytest.mark.timeout(600)
 @pytest.mark.usefixtures("trained_models")
 def test_every_message_delivered_twice_leaves_the_trace_of_one_delivery(fault_service):
-    """The trace of a run without duplicates is one of each per job: one claim (attempts 1), one
-    result version, one "job started" and one "job succeeded" line, a model version per
+    """The trace of a run without duplicates is one of each per job: one claim (attempts 1), its
+    result in its item, one "job started" and one "job succeeded" line, a model version per
     training (docs/RELIABILITY.md shows a run without duplicates measured next to this one:
     ``run_jobs(service, duplicate=False)``). The run with every message twice must match it."""
     twice = run_jobs(fault_service, duplicate=True)
@@ -162,7 +164,8 @@ def test_every_message_delivered_twice_leaves_the_trace_of_one_delivery(fault_se
 
     assert twice["statuses"] == Counter({"SUCCESS": JOBS})
     assert twice["attempts"] == Counter({1: JOBS})  # one claim per job
-    assert twice["result_versions"] == Counter({1: JOBS})  # one result written per job
+    assert twice["results_in_answer"] == Counter({True: JOBS})  # each job's result, kept
+    assert twice["result_objects"] == 0  # in the item, written once with SUCCESS
     assert twice["model_versions_added"] == TRAINS  # one model version per training
     assert twice["log_started"] == JOBS
     assert twice["log_succeeded"] == JOBS

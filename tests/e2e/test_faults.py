@@ -1,6 +1,6 @@
 """Faults injected into the running local stack (template.yaml deployed as its own stack, a 30 s
 worker timeout): the worker killed in the middle of a fit, PostgreSQL stopped during a train-all,
-S3 writes failing (injected at LocalStack's AWS API layer), and a poison job in the DLQ.
+S3 writes of a model failing (injected at LocalStack's AWS API layer), and a poison job in the DLQ.
 
 What each test shows: an accepted job is never lost and takes effect once.
 """
@@ -156,10 +156,14 @@ def test_s3_writes_failing_retry_then_succeed_once_the_fault_clears(fault_servic
 def test_s3_writes_failing_past_the_retries_fail_the_job_with_the_error(
     fault_service, faults: Faults
 ):
+    """A training whose model writes fail on every attempt (a forecast's result is kept in
+    its job item, so the training's model artefact is the S3 write a job depends on)."""
     service = fault_service
     bucket = service.outputs["ModelsBucketName"]
-    faults.add("s3", "PutObject", match={"Bucket": bucket, "Key": "forecasts/*"})
-    task_id = submit_predict(service, "RLL-001")
+    sku = "RLL-001"
+    versions_before = model_versions(service, sku)
+    faults.add("s3", "PutObject", match={"Bucket": bucket, "Key": f"models/{sku}/*"})
+    task_id = submit_train(service, sku)
     submitted_at = time.monotonic()
 
     done = wait_task(service, task_id, timeout_s=180)
@@ -170,9 +174,10 @@ def test_s3_writes_failing_past_the_retries_fail_the_job_with_the_error(
     assert done["attempts"] == 3  # MaxReceiveCount
     assert done["error"]["type"] == "storage_unavailable"
     assert "put_object" in done["error"]["message"]
-    # Nothing half-written: the forecast result does not exist.
+    # Nothing half-written: no result, no new model version (the model served is unchanged).
     answer = http("GET", f"{service.base}/api/tasks/{task_id}", token=service.user_token)
     assert "result" not in answer.body
+    assert model_versions(service, sku) == versions_before
 
 
 # -- a poison job: its worker dies on every delivery ---------------------------------------------

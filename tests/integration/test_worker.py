@@ -8,7 +8,8 @@ import json
 from datetime import timedelta
 
 import pytest
-from siprems.jobs.model import Job, JobType, child_task_id, utc_now
+from siprems.jobs.model import Job, JobType, child_task_id, pack_json, utc_now
+from siprems.jobs.service import load_result
 from siprems.jobs.store import FanOutLease
 
 from tests.fixtures.app import api_event, invoke, load_event, response_json
@@ -22,6 +23,11 @@ def submit(app, event="submit/train-product.json") -> str:
 
 def job(app, task_id):
     return app.services.store.get(task_id)
+
+
+def stored_result(app, task_id):
+    """The job's result as the status API reads it (from the item, or S3 when large)."""
+    return load_result(app.services, job(app, task_id))
 
 
 def model_versions(app, sku="BRD-001"):
@@ -56,7 +62,7 @@ def test_duplicate_delivery_trains_once_and_transitions_once(app):
     assert again == first  # no second transition, same timestamps and attempts
     assert len(model_versions(app)) == 1  # no second model version
 
-    result = app.services.models.load_forecast(task_id)
+    result = stored_result(app, task_id)
     assert result["product_sku"] == "BRD-001"
     assert result["model"]["version"] == model_versions(app)[0]["VersionId"]
 
@@ -195,10 +201,33 @@ def test_predict_job_returns_the_requested_horizon(app, days):
     response = invoke("submit", event)
     task_id = response_json(response)["task_id"]
     app.run_worker()
-    result = app.services.models.load_forecast(task_id)
+    result = stored_result(app, task_id)
     assert result["forecast_days"] == days
     assert len(result["quantiles"]) == days
     assert json.dumps(result)  # JSON-safe as stored
+
+
+def test_results_are_kept_in_the_job_item_and_large_ones_in_s3(app, monkeypatch):
+    from siprems.jobs import runner
+
+    submit(app)
+    app.run_worker()  # BRD-001's model
+    small = submit(app, "submit/predict-async.json")
+    app.run_worker()
+    kept = job(app, small)
+    assert kept.result is not None and kept.result_key is None
+    assert kept.result["product_sku"] == "BRD-001"
+    s3_keys = app.s3.list_objects_v2(Bucket=app.bucket, Prefix="forecasts/").get("KeyCount", 0)
+    assert s3_keys == 0  # no object written for it
+
+    # above the bound, the result goes to S3 and the item keeps its key
+    monkeypatch.setattr(runner, "INLINE_RESULT_MAX_BYTES", len(pack_json(kept.result)) - 1)
+    large = submit(app, "submit/predict-async.json")
+    app.run_worker()
+    stored = job(app, large)
+    assert stored.result is None and stored.result_key == f"forecasts/{large}.json"
+    assert stored_result(app, large) == app.services.models.load_forecast(large)
+    assert stored_result(app, large)["forecast_days"] == kept.result["forecast_days"]
 
 
 def json_lines(text):
@@ -257,7 +286,7 @@ def test_a_job_cancelled_while_it_runs_keeps_revoked(app):
     runner = JobRunner(app.services, run=run_then_get_cancelled)
     assert runner.process(message["Body"], message["ReceiptHandle"], lambda: 60.0) == "lost"
     final = job(app, task_id)
-    assert final.status.value == "REVOKED" and final.result_key is None
+    assert final.status.value == "REVOKED" and final.result_key is None and final.result is None
     body = response_json(
         invoke("status", api_event("status/task.json", path_parameters={"task_id": task_id}))
     )
@@ -389,13 +418,13 @@ def test_a_batch_runs_its_records_at_once_reports_only_the_bad_one_and_logs_each
     assert response == {"batchItemFailures": [{"itemIdentifier": poison["MessageId"]}]}
     for task_id in task_ids:
         assert job(app, task_id).status.value == "SUCCESS"
-        assert app.services.models.load_forecast(task_id)["product_sku"] == "BRD-001"
+        assert stored_result(app, task_id)["product_sku"] == "BRD-001"
 
     logs = [line for line in json_lines(stream.getvalue()) if line.get("level")]
     succeeded = [line for line in logs if line["message"] == "job succeeded"]
     assert sorted(line["task_id"] for line in succeeded) == sorted(task_ids)
-    for line in succeeded:  # the keys of the thread's own job, not another record's
-        assert line["result_key"] == f"forecasts/{line['task_id']}.json"
+    for line in succeeded:  # the figures of the thread's own job, not another record's
+        assert line["result_bytes"] == len(pack_json(stored_result(app, line["task_id"])))
     started = [line["task_id"] for line in logs if line["message"] == "job started"]
     assert sorted(started) == sorted(task_ids)
 

@@ -263,23 +263,21 @@ def test_submit(docker, built, env_vars, aws, event) -> None:
 # --------------------------------------------------------------------------- worker
 def test_worker_trains_prophet_in_its_container(docker, built, env_vars, aws) -> None:
     """The sample batch's job (a 7-day forecast of BRD-001) runs for real: Prophet fits on the
-    Kiel sales read from PostgreSQL, the forecast lands in S3, the job ends SUCCESS."""
+    Kiel sales read from PostgreSQL, the job ends SUCCESS with the forecast in its item."""
     from siprems.jobs.model import Job, JobType
     from siprems.jobs.store import JobStore
 
     dynamodb = boto3.resource("dynamodb", endpoint_url=aws.endpoint, region_name=REGION)
-    JobStore(dynamodb, aws.table).create(
+    jobs = JobStore(dynamodb, aws.table)
+    jobs.create(
         Job.new(JobType.PREDICT, product_sku="BRD-001", params={"days": 7}, task_id=SAMPLE_TASK_ID)
     )
     invocation = invoke(docker, built, env_vars, "WorkerFunction", "worker/sqs-batch.json")
     assert invocation.response == {"batchItemFailures": []}, invocation.log[-5000:]
     job = aws.job(SAMPLE_TASK_ID)
     assert job["status"]["S"] == "SUCCESS", job
-    result_key = job["result_key"]["S"]
-    forecast = json.loads(
-        aws.client("s3").get_object(Bucket=aws.bucket, Key=result_key)["Body"].read()
-    )
-    assert forecast, "empty forecast object"
+    forecast = jobs.get(SAMPLE_TASK_ID).result
+    assert forecast and forecast["forecast_days"] == 7, forecast
 
 
 def test_worker_reports_a_poison_message(docker, built, env_vars) -> None:

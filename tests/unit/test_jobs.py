@@ -14,6 +14,7 @@ from siprems.jobs.model import (
     JobType,
     can_transition,
     child_task_id,
+    pack_json,
     scheduled_parent_id,
 )
 from siprems.jobs.schedule import next_run
@@ -114,6 +115,33 @@ def test_a_terminal_job_never_changes(jobs_store):
         assert attempt.job.status is JobStatus.SUCCESS
     stored = jobs_store.get(job.task_id)
     assert stored.status is JobStatus.SUCCESS and stored.result_key == "forecasts/x.json"
+
+
+def test_a_result_is_kept_packed_in_the_item_and_read_back_with_the_job(jobs_store):
+    job = predict_job()
+    jobs_store.create(job)
+    started = jobs_store.mark_started(job.task_id, stale_after=STALE).job
+    result = {"product_sku": "BRD-001", "quantiles": [{"p50": 1.5}] * 30}
+    done = jobs_store.mark_succeeded(started, result=pack_json(result))
+    assert done.applied and done.job.result == result and done.job.result_key is None
+    assert jobs_store.get(job.task_id).result == result
+    assert "result" not in done.job.to_item()  # never written back as a plain attribute
+    # a second completion (a duplicate run) changes nothing
+    again = jobs_store.mark_succeeded(started, result=pack_json({"other": 1}))
+    assert again.outcome is Outcome.TERMINAL and jobs_store.get(job.task_id).result == result
+
+
+def test_a_job_succeeds_with_exactly_one_kind_of_result(jobs_store):
+    job = predict_job()
+    jobs_store.create(job)
+    started = jobs_store.mark_started(job.task_id, stale_after=STALE).job
+    with pytest.raises(ValueError):
+        jobs_store.mark_succeeded(started)
+    with pytest.raises(ValueError):
+        jobs_store.mark_succeeded(started, result=pack_json({}), result_key="forecasts/x.json")
+    assert jobs_store.get(job.task_id).status is JobStatus.STARTED
+    with pytest.raises(ValueError):
+        pack_json({"mase": float("nan")})  # not JSON: never stored
 
 
 def test_only_the_owner_of_the_current_attempt_may_finish(jobs_store):

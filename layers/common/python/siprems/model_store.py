@@ -1,4 +1,4 @@
-"""Model artefacts, their metadata and forecast results in S3.
+"""Model artefacts, their metadata and large job results in S3.
 
 Layout (one prefix per SKU)::
 
@@ -8,7 +8,8 @@ Layout (one prefix per SKU)::
     models/{sku}/metadata.json   metrics, training window, versions, config hash, and the
                                  S3 version id + sha256 of the model.json and serving.json
                                  it describes
-    forecasts/{task_id}.json     a forecast result
+    forecasts/{task_id}.json     a job's result too large for its job item (the worker's
+                                 ``INLINE_RESULT_MAX_BYTES``; smaller ones live in the item)
 
 Why S3 versioning and not one key per training: the bucket is versioned, so a retrain
 writes a *new version* of ``model.json`` and never destroys the one being served, and a

@@ -1,11 +1,11 @@
 """The worker's work on one queued message, at least once and safe to repeat.
 
 Per message: claim the job (conditional PENDING/RETRY -> STARTED, attempts + 1); a job that
-is finished or cancelled is acknowledged without work; run the fit or forecast; store the
-result in S3; SUCCESS. Permanent errors fail the job at once. Transient ones put it back
-to RETRY with exponential backoff (the message's visibility) until the last attempt, then
-FAILURE with the error. A message is acknowledged by returning, and kept in the queue by
-raising ``KeepMessage``.
+is finished or cancelled is acknowledged without work; run the fit or forecast; SUCCESS with
+the result in the job item (in S3 when large). Permanent errors fail the job at once.
+Transient ones put it back to RETRY with exponential backoff (the message's visibility) until
+the last attempt, then FAILURE with the error. A message is acknowledged by returning, and
+kept in the queue by raising ``KeepMessage``.
 
 SQS counts every delivery, with or without an outcome, towards the queue's maxReceiveCount
 (= ``MAX_ATTEMPTS``). A message handed back without an attempt (too little Lambda time left, the
@@ -37,11 +37,16 @@ from pathlib import Path
 from typing import Any
 
 from siprems.errors import PermanentError, SipremsError, WorkerStoppedError
-from siprems.jobs.model import Job, JobError, JobStatus, JobType
+from siprems.jobs.model import Job, JobError, JobStatus, JobType, pack_json
 from siprems.jobs.services import Services
 from siprems.jobs.store import Outcome, Transition
 from siprems.observability import MetricUnit, add_metric, job_context, logger, tracer
 from siprems.queue import backoff_seconds
+
+# A job item keeps a result up to this size, packed (a 30-day forecast is ~3 KB): one write
+# instead of an S3 object and its key, and a status read gets it with the item. Larger ones
+# (a forecast with its full history) go to S3: an item is at most 400 KB, paid by its size.
+INLINE_RESULT_MAX_BYTES = 16 * 1024
 
 
 class KeepMessage(Exception):  # noqa: N818 - a signal, not an error
@@ -174,7 +179,7 @@ class JobRunner:
                 unit=MetricUnit.Seconds,
                 value=round(time.monotonic() - started, 3),
             )
-            result_key = self.services.models.save_forecast(job.task_id, result)
+            recorded = self._result_to_record(job, result)
         except PermanentError as exc:
             return self._fail(job, exc)
         except SipremsError as exc:
@@ -185,16 +190,30 @@ class JobRunner:
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
 
-        done = store.mark_succeeded(job, result_key=result_key)
+        done = store.mark_succeeded(job, **recorded)
         if not done.applied:
             logger.info(
                 "result not recorded: job is now %s", done.job.status.value if done.job else "gone"
             )
             return "lost"
         add_metric(name="JobsSucceeded", unit=MetricUnit.Count, value=1)
-        logger.info("job succeeded", extra={"result_key": result_key})
+        logger.info(
+            "job succeeded",
+            extra={
+                "result_bytes": len(recorded["result"]) if "result" in recorded else None,
+                "result_key": recorded.get("result_key"),
+            },
+        )
         self._after_child(job)
         return "succeeded"
+
+    def _result_to_record(self, job: Job, result: dict[str, Any]) -> dict[str, Any]:
+        """``mark_succeeded``'s result argument: the packed result, or, above
+        ``INLINE_RESULT_MAX_BYTES``, the key of the result written to S3."""
+        packed = pack_json(result)
+        if len(packed) <= INLINE_RESULT_MAX_BYTES:
+            return {"result": packed}
+        return {"result_key": self.services.models.save_forecast(job.task_id, result)}
 
     @tracer.capture_method(capture_response=False)
     def _run_traced(self, job: Job, work_dir: Path) -> dict[str, Any]:

@@ -165,7 +165,12 @@ def job_view(job: Job, result: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def load_result(services: Services, job: Job) -> dict[str, Any] | None:
-    if job.status is not JobStatus.SUCCESS or not job.result_key:
+    """A finished job's result: from its item, or from S3 when it was too large for it."""
+    if job.status is not JobStatus.SUCCESS:
+        return None
+    if job.result is not None:
+        return job.result
+    if not job.result_key:
         return None
     return services.models.load_forecast(job.task_id)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -33,7 +32,9 @@ from siprems.jobs.model import (
     JobError,
     JobStatus,
     iso,
+    pack_json,
     sources_of,
+    unpack_json,
     utc_now,
 )
 
@@ -254,13 +255,19 @@ class JobStore:
             names={"#e": "error"},
         )
 
-    def mark_succeeded(self, job: Job, *, result_key: str) -> Transition:
-        """STARTED -> SUCCESS, only by the worker that owns the job's current attempt."""
+    def mark_succeeded(
+        self, job: Job, *, result: bytes | None = None, result_key: str | None = None
+    ) -> Transition:
+        """STARTED -> SUCCESS, only by the worker that owns the job's current attempt, with
+        its result: packed into the item (``pack_json``), or the S3 key of a larger one."""
+        if (result is None) == (result_key is None):
+            raise ValueError("a job succeeds with either its packed result or its result's key")
+        attribute = "result_gz" if result is not None else "result_key"
         return self._finish(
             job,
             JobStatus.SUCCESS,
-            set_extra="result_key = :result REMOVE #e",
-            values={":result": result_key},
+            set_extra=f"{attribute} = :result REMOVE #e",
+            values={":result": result if result is not None else result_key},
         )
 
     def mark_failed(self, job: Job, *, error: JobError, owned: bool = True) -> Transition:
@@ -299,7 +306,7 @@ class JobStore:
                 ":started": JobStatus.STARTED.value,
                 ":pending": JobStatus.PENDING.value,
                 ":now": now,
-                ":skus": _packed(skus),
+                ":skus": pack_json(skus),
                 ":n": n,
                 ":zero": 0,
                 ":one": 1,
@@ -317,7 +324,7 @@ class JobStore:
         skus = item.get("skus_gz")
         return FanOutState(
             parent=Job.from_item(item),
-            skus=_unpacked(skus) if skus is not None else None,
+            skus=list(unpack_json(skus)) if skus is not None else None,
             owner=item.get("fanout_owner"),
             lease_until=item.get("fanout_until"),
             fanned_out=bool(item.get("fanned_out_at")),
@@ -577,16 +584,6 @@ def _deserialized(raw: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     deserializer = TypeDeserializer()
     return {key: deserializer.deserialize(value) for key, value in raw.items()}
-
-
-def _packed(skus: list[str]) -> bytes:
-    """A parent's frozen SKU list, compressed: a DynamoDB item is at most 400 KB, and every
-    child's completion updates the parent, paid by the item's size (1 KB a write unit)."""
-    return zlib.compress(json.dumps(skus, separators=(",", ":")).encode())
-
-
-def _unpacked(packed: Any) -> list[str]:
-    return list(json.loads(zlib.decompress(bytes(getattr(packed, "value", packed)))))
 
 
 def _dynamo(value: Any) -> Any:
