@@ -199,3 +199,82 @@ def test_daily_sales_since_cuts_at_utc_midnight(rolled_back):
     )
     series = repo.daily_sales("CKE-001", since=date(2030, 3, 5))
     assert (series.days, series.quantity) == ((date(2030, 3, 5),), (2.0,))
+
+
+def test_a_container_reuses_fresh_connections_and_drops_stale_or_failed_ones(postgres_url):
+    """The worker's database adapter: a connection goes back for the next job, unless it
+    idled too long (a frozen container's) or its use raised; concurrent uses get their own."""
+    import dataclasses
+    import threading
+    import time
+
+    from siprems.config import load_settings
+    from siprems.jobs.services import SalesDatabase
+    from siprems.sales.db import connect_url
+
+    settings = dataclasses.replace(
+        load_settings(), database_url=postgres_url, database_secret_name=None
+    )
+    now = [0.0]
+    database = SalesDatabase(settings, clock=lambda: now[0])
+
+    def backend(sales):
+        return sales._run("SELECT pg_backend_pid()")[0][0]
+
+    def gone(pid):
+        """The backend has exited (it does so just after its client's Terminate message)."""
+        for _ in range(50):
+            with database.repository() as sales:
+                if not sales._run("SELECT 1 FROM pg_stat_activity WHERE pid = :p", p=pid):
+                    return True
+            time.sleep(0.1)
+        return False
+
+    with database.repository() as sales:
+        first = backend(sales)
+    with database.repository() as sales:
+        assert backend(sales) == first  # reused
+
+    now[0] += SalesDatabase.IDLE_SECONDS + 1
+    with database.repository() as sales:
+        second = backend(sales)
+    assert second != first and gone(first)  # the idle one was closed, not reused
+
+    with pytest.raises(UnknownSkuError), database.repository() as sales:
+        failed = backend(sales)
+        sales.get_product("NOPE-404")
+    with database.repository() as sales:
+        assert backend(sales) != failed  # never reused after an error
+
+    # the server ends a kept connection while it idles (a restart, an idle timeout): the next
+    # use gets a new one instead of an error
+    with database.repository() as sales:
+        ended = backend(sales)
+    admin = connect_url(postgres_url)
+    try:
+        admin.run("SELECT pg_terminate_backend(:p)", p=ended)
+    finally:
+        admin.close()
+    with database.repository() as sales:
+        assert backend(sales) != ended
+
+    # two uses at the same time: two connections, both kept for later
+    inside, release, seen = threading.Barrier(2), threading.Event(), []
+
+    def use():
+        with database.repository() as sales:
+            seen.append(backend(sales))
+            inside.wait()
+            release.wait()
+
+    threads = [threading.Thread(target=use) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    release.set()
+    for thread in threads:
+        thread.join()
+    assert len(set(seen)) == 2
+    with database.repository() as a, database.repository() as b:
+        assert {backend(a), backend(b)} == set(seen)
+    database.close()
+    assert all(gone(pid) for pid in seen)
