@@ -284,8 +284,16 @@ def cmd_dlq(args: argparse.Namespace, client: Client, output: Output) -> int:
     lines = [f"dead-letter queue: {queue.get('visible', body.get('count', 0))} message(s)"]
     for message in body.get("messages", []):
         content = message.get("body")
-        if isinstance(content, dict):
+        train_all = message.get("train_all")
+        if train_all:  # a train_all run whose every attempt failed
+            content = f"train_all trigger: parent {train_all.get('parent_id')}"
+            if train_all.get("scheduled_time"):
+                content += f" (nightly run of {train_all['scheduled_time']})"
+        elif isinstance(content, dict):
             content = ", ".join(f"{k}={v}" for k, v in content.items())
+        error = message.get("error") or {}
+        if error.get("message"):
+            content = f"{content}  error: {error['message']}"
         sent = message.get("sent_at")
         when = (
             datetime.fromtimestamp(sent / 1000, UTC).isoformat(timespec="seconds") if sent else ""

@@ -9,6 +9,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from siprems.errors import InvalidInputError
 from siprems.jobs import fanout
+from siprems.jobs.model import TrainAllTrigger
 from siprems.jobs.services import get_services
 from siprems.observability import job_context, logger, metrics, tracer
 
@@ -18,12 +19,12 @@ from siprems.observability import job_context, logger, metrics, tracer
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     services = get_services()
-    if event.get("parent_id"):
-        parent_id = str(event["parent_id"])
-    elif event.get("detail-type") == "Scheduled Event" and event.get("time"):
-        parent_id = fanout.parent_for_schedule(services, str(event["time"]))
-    else:
+    trigger = TrainAllTrigger.from_payload(event)
+    if trigger is None:
         raise InvalidInputError("expected a scheduled event or {'parent_id': ...}")
+    parent_id = trigger.parent_id
+    if trigger.scheduled_time is not None:
+        fanout.parent_for_schedule(services, trigger.scheduled_time)
     with job_context(parent_id):
         return asdict(
             fanout.train_all(

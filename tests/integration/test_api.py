@@ -139,20 +139,31 @@ def test_admin_dlq_view_and_redrive_need_the_admin_role(app):
     assert body["queue"]["visible"] == 1
 
 
-def test_redrive_starts_a_move_task_from_the_dlq(app):
+def test_redrive_starts_a_move_task_from_the_dlq_to_the_jobs_queue(app):
     """moto does not implement StartMessageMoveTask: the route runs for real down to the SQS
-    client, whose two calls are answered by a Stubber (LocalStack runs the real move)."""
+    client, whose calls are answered by a Stubber (LocalStack runs the real move). The jobs
+    queue is named as the destination: what Lambda dead-lettered has no source queue."""
     from botocore.stub import Stubber
 
     dlq = app.services.dead_letters
     arn = "arn:aws:sqs:us-east-1:123456789012:siprems-jobs-dlq-test"
+    jobs_arn = "arn:aws:sqs:us-east-1:123456789012:siprems-jobs-test"
     with Stubber(dlq._sqs) as stub:
+        stub.add_response(
+            "get_queue_attributes",
+            {"Attributes": {"QueueArn": jobs_arn}},
+            {"QueueUrl": app.queue_url, "AttributeNames": ["QueueArn"]},
+        )
         stub.add_response(
             "get_queue_attributes",
             {"Attributes": {"QueueArn": arn}},
             {"QueueUrl": app.dlq_url, "AttributeNames": ["QueueArn"]},
         )
-        stub.add_response("start_message_move_task", {"TaskHandle": "move-1"}, {"SourceArn": arn})
+        stub.add_response(
+            "start_message_move_task",
+            {"TaskHandle": "move-1"},
+            {"SourceArn": arn, "DestinationArn": jobs_arn},
+        )
         response = invoke("status", api_event("status/dlq-redrive.json"))
         stub.assert_no_pending_responses()
     assert response["statusCode"] == 202

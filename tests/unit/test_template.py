@@ -262,10 +262,13 @@ def function_roles(transformed) -> dict[str, tuple[str, dict, dict]]:
 
 def uses(transformed, name: str, function: dict) -> set[str]:
     """What the template says the function works with: the resources and parameters its
-    environment, event source mappings and log configuration name."""
+    environment, event source mappings, log configuration and dead-letter queue (where
+    Lambda puts its failed asynchronous events) name."""
     properties = function["Properties"]
-    used = references(properties.get("Environment", {})) | references(
-        properties.get("LoggingConfig", {})
+    used = (
+        references(properties.get("Environment", {}))
+        | references(properties.get("LoggingConfig", {}))
+        | references(properties.get("DeadLetterConfig", {}))
     )
     for resource in transformed["Resources"].values():
         if resource["Type"] == "AWS::Lambda::EventSourceMapping" and references(
@@ -333,6 +336,62 @@ def test_each_role_reaches_only_what_its_function_uses(transformed):
             assert actions <= allowed, (folder, "code never needs", actions - allowed)
             reached = references(statement["Resource"])
             assert reached <= used, (folder, "uses none of", reached - used)
+
+
+def test_a_failed_train_all_event_goes_to_the_jobs_dlq_and_comes_back_through_the_worker(
+    transformed,
+):
+    """Lambda retries a failed asynchronous event twice, then dead-letters it with the
+    function's role: exactly SendMessage on the jobs DLQ. The worker invokes train_all again
+    for a redriven trigger: exactly InvokeFunction on that one function."""
+    resources = transformed["Resources"]
+    name, function, role = function_roles(transformed)["train_all"]
+    properties = function["Properties"]
+    assert properties["DeadLetterConfig"] == {
+        "TargetArn": {"Fn::GetAtt": ["JobsDeadLetterQueue", "Arn"]}
+    }
+    configs = [
+        r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventInvokeConfig"
+    ]
+    assert len(configs) == 1
+    config = configs[0]
+    assert references(config["FunctionName"]) == {name}
+    assert config["Qualifier"] == "$LATEST"
+    assert config["MaximumRetryAttempts"] == 2
+    assert 60 <= config["MaximumEventAgeInSeconds"] <= 3600
+    on_dlq = [
+        s for s, _ in statements_of(role) if "JobsDeadLetterQueue" in references(s["Resource"])
+    ]
+    assert on_dlq == [
+        {
+            "Effect": "Allow",
+            "Action": "sqs:SendMessage",
+            "Resource": {"Fn::GetAtt": ["JobsDeadLetterQueue", "Arn"]},
+        }
+    ]
+
+    worker_name, worker, worker_role = function_roles(transformed)["worker"]
+    env = worker["Properties"]["Environment"]["Variables"]
+    assert env["TRAIN_ALL_FUNCTION"] == {"Ref": name}
+    on_lambda = [
+        s
+        for s, _ in statements_of(worker_role)
+        if any(a.startswith("lambda:") for a in as_list(s["Action"]))
+    ]
+    assert on_lambda == [
+        {
+            "Effect": "Allow",
+            "Action": "lambda:InvokeFunction",
+            "Resource": {"Fn::GetAtt": [name, "Arn"]},
+        }
+    ]
+    # No other function dead-letters its events or may start train_all.
+    for folder, (other, fn, other_role) in function_roles(transformed).items():
+        if other != name:
+            assert "DeadLetterConfig" not in fn["Properties"], folder
+        if other not in (name, worker_name, "SubmitFunction"):
+            for statement, _ in statements_of(other_role):
+                assert "lambda:InvokeFunction" not in as_list(statement["Action"]), folder
 
 
 def test_the_authorizer_reaches_nothing_but_its_signing_key(transformed):

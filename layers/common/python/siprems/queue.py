@@ -134,6 +134,9 @@ class DeadLetter:
     receive_count: int
     first_received_at: int | None  # epoch ms
     sent_at: int | None  # epoch ms
+    # What Lambda attaches to an asynchronous invocation it dead-letters (its message
+    # attributes RequestID, ErrorCode, ErrorMessage); None for a job SQS moved here.
+    error: dict[str, str] | None = None
 
 
 class DeadLetterQueue(JobQueue):
@@ -151,6 +154,7 @@ class DeadLetterQueue(JobQueue):
                 VisibilityTimeout=0,
                 WaitTimeSeconds=0,
                 MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=list(LAMBDA_ERROR_ATTRIBUTES),
             )
             for message in response.get("Messages", []):
                 attributes = message.get("Attributes", {})
@@ -162,6 +166,7 @@ class DeadLetterQueue(JobQueue):
                         attributes.get("ApproximateFirstReceiveTimestamp")
                     ),
                     sent_at=_int_or_none(attributes.get("SentTimestamp")),
+                    error=_lambda_error(message.get("MessageAttributes", {})),
                 )
             if len(seen) >= max_messages or not response.get("Messages"):
                 break
@@ -178,6 +183,23 @@ class DeadLetterQueue(JobQueue):
     def redrive_tasks(self) -> list[dict[str, Any]]:
         response = self._call("list_message_move_tasks", SourceArn=self.arn(), MaxResults=10)
         return response.get("Results", [])
+
+
+# Message attribute -> field of DeadLetter.error.
+LAMBDA_ERROR_ATTRIBUTES = {
+    "ErrorMessage": "message",
+    "ErrorCode": "code",
+    "RequestID": "request_id",
+}
+
+
+def _lambda_error(attributes: dict[str, Any]) -> dict[str, str] | None:
+    error = {
+        field: str(attributes[name]["StringValue"])
+        for name, field in LAMBDA_ERROR_ATTRIBUTES.items()
+        if "StringValue" in attributes.get(name, {})
+    }
+    return error or None
 
 
 def _body(message: dict[str, Any]) -> str:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
-from siprems.errors import SipremsError
 from siprems.http import json_response, principal
 from siprems.http.models import (
     TASK_ID_PATTERN,
@@ -127,8 +125,8 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
     )
     def dead_letters(limit: Annotated[int, Query(ge=1, le=10)] = 10) -> Response[dict[str, Any]]:
         principal(app, admin=True)
-        dlq = _dlq(services())
-        messages = [asdict(m) for m in dlq.peek(limit)]
+        dlq = services().require_dead_letters()
+        messages = [service.dead_letter_view(m) for m in dlq.peek(limit)]
         return json_response(
             200,
             {"messages": messages, "count": len(messages), "queue": dlq.approximate_counts()},
@@ -142,7 +140,7 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
     )
     def redrive() -> Response[dict[str, Any]]:
         principal(app, admin=True)
-        handle = _dlq(services()).redrive()
+        handle = service.redrive_dead_letters(services())
         return json_response(202, {"task_handle": handle, "status": "started"})
 
     @app.get(
@@ -155,9 +153,3 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         from siprems.http.openapi import openapi_document
 
         return json_response(200, openapi_document())
-
-
-def _dlq(svc: Services):
-    if svc.dead_letters is None:
-        raise SipremsError("JOBS_DLQ_URL is not configured")
-    return svc.dead_letters

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 import zlib
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -105,6 +106,30 @@ SCHEDULE_NAMESPACE = uuid.UUID("6f1c1c36-5f8c-4a4e-9d4b-3f0f4a3b9a51")
 
 def scheduled_parent_id(tick: str) -> str:
     return str(uuid.uuid5(SCHEDULE_NAMESPACE, f"nightly/{tick}"))
+
+
+@dataclass(frozen=True)
+class TrainAllTrigger:
+    """What starts the train_all function: the API's ``{"parent_id": ...}`` or the nightly
+    rule's scheduled event. Lambda dead-letters such a payload as it was sent when every
+    attempt failed, so the DLQ view and the worker recognise it as well as the function."""
+
+    payload: dict[str, Any]
+    parent_id: str  # the parent job: given, or derived from the schedule tick
+    scheduled_time: str | None = None
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> TrainAllTrigger | None:
+        """The trigger in ``payload``, or None (a job message, which has a task_id, is not)."""
+        if not isinstance(payload, dict) or "task_id" in payload:
+            return None
+        parent_id = payload.get("parent_id")
+        if isinstance(parent_id, str) and parent_id:
+            return cls(payload, parent_id)
+        tick = payload.get("time")
+        if payload.get("detail-type") == "Scheduled Event" and isinstance(tick, str) and tick:
+            return cls(payload, scheduled_parent_id(tick), scheduled_time=tick)
+        return None
 
 
 class JobError(BaseModel):

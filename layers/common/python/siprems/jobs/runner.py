@@ -21,6 +21,12 @@ so that SQS moves it to the dead-letter queue. A later delivery of that message 
 redrive from the DLQ (after the cause was fixed): the job starts again and runs. A train_all
 child is the exception: its failure is already counted on its parent (one transaction), so its
 redriven message is acknowledged without work and the next nightly run trains the product.
+
+A message may also be a train_all trigger (``{"parent_id": ...}`` or the nightly rule's event):
+Lambda puts one in the dead-letter queue when every attempt of train_all's asynchronous
+invocation failed, and the DLQ's redrive brings it here. The worker starts train_all again,
+asynchronously, with the same payload, and acknowledges the message. That is safe twice:
+train_all on the same parent is idempotent, and does nothing for a parent that has finished.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from siprems.errors import PermanentError, SipremsError, WorkerStoppedError
-from siprems.jobs.model import Job, JobError, JobStatus, JobType, pack_json
+from siprems.jobs.model import Job, JobError, JobStatus, JobType, TrainAllTrigger, pack_json
 from siprems.jobs.services import Services
 from siprems.jobs.store import Outcome, Transition
 from siprems.observability import MetricUnit, add_metric, job_context, logger, tracer
@@ -87,6 +93,15 @@ def parse_message(body: str, receipt_handle: str | None, receive_count: int = 1)
     )
 
 
+def train_all_trigger(body: str) -> TrainAllTrigger | None:
+    """The train_all trigger a message body holds, or None (a job, or not JSON)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return TrainAllTrigger.from_payload(data)
+
+
 JobFunction = Callable[[Job, Services, Path], dict[str, Any]]
 
 # The records of a batch run in threads (siprems.jobs.batch), but one training at a time per
@@ -132,6 +147,9 @@ class JobRunner:
     ) -> str:
         """Handle one message; returns what happened (for logs and tests), raises
         KeepMessage to leave it in the queue."""
+        trigger = train_all_trigger(body)
+        if trigger is not None:
+            return self._start_train_all(trigger)
         message = parse_message(body, receipt_handle, receive_count)
         with job_context(message.task_id, message.product_sku):
             return self._process(message, remaining_seconds)
@@ -214,6 +232,20 @@ class JobRunner:
         if len(packed) <= INLINE_RESULT_MAX_BYTES:
             return {"result": packed}
         return {"result_key": self.services.models.save_forecast(job.task_id, result)}
+
+    def _start_train_all(self, trigger: TrainAllTrigger) -> str:
+        """A redriven train_all trigger: invoke train_all again (a failed invoke raises, and
+        the message comes back)."""
+        invoker = self.services.invoker
+        if invoker is None:
+            raise SipremsError("TRAIN_ALL_FUNCTION is not configured")
+        with job_context(trigger.parent_id):
+            invoker.invoke(trigger.payload)
+            logger.info(
+                "train_all trigger from the dead-letter queue: train_all invoked again",
+                extra={"scheduled_time": trigger.scheduled_time},
+            )
+        return "train_all invoked"
 
     @tracer.capture_method(capture_response=False)
     def _run_traced(self, job: Job, work_dir: Path) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from siprems.auth import Principal
@@ -14,9 +15,17 @@ from siprems.errors import (
     SipremsError,
     UnknownSkuError,
 )
-from siprems.jobs.model import STATUS_MESSAGES, Job, JobError, JobStatus, JobType
+from siprems.jobs.model import (
+    STATUS_MESSAGES,
+    Job,
+    JobError,
+    JobStatus,
+    JobType,
+    TrainAllTrigger,
+)
 from siprems.jobs.services import Services
 from siprems.observability import MetricUnit, logger, metrics
+from siprems.queue import DeadLetter
 
 
 def require_product(services: Services, sku: str) -> None:
@@ -162,6 +171,32 @@ def job_view(job: Job, result: dict[str, Any] | None = None) -> dict[str, Any]:
     if result is not None:
         body["result"] = result
     return body
+
+
+def dead_letter_view(letter: DeadLetter) -> dict[str, Any]:
+    """A DLQ message as the admin view shows it, with what it is: ``kind`` "job" (a job
+    message SQS moved after maxReceiveCount deliveries), "train_all" (a train_all trigger
+    Lambda dead-lettered after every attempt failed: its parent, and the schedule tick of a
+    nightly run) or "unknown"."""
+    body = asdict(letter)
+    trigger = TrainAllTrigger.from_payload(letter.body)
+    if trigger is not None:
+        body["kind"] = "train_all"
+        body["train_all"] = {
+            "parent_id": trigger.parent_id,
+            "scheduled_time": trigger.scheduled_time,
+        }
+    elif isinstance(letter.body, dict) and letter.body.get("task_id"):
+        body["kind"] = "job"
+    else:
+        body["kind"] = "unknown"
+    return body
+
+
+def redrive_dead_letters(services: Services) -> str:
+    """Move every DLQ message to the jobs queue; returns the move task's handle. The jobs
+    queue is named: messages Lambda dead-lettered have no source queue to return to."""
+    return services.require_dead_letters().redrive(services.require_queue().arn())
 
 
 def load_result(services: Services, job: Job) -> dict[str, Any] | None:

@@ -183,6 +183,11 @@ class Services:
             raise SipremsError("JOBS_QUEUE_URL is not configured")
         return self.queue
 
+    def require_dead_letters(self) -> DeadLetterQueue:
+        if self.dead_letters is None:
+            raise SipremsError("JOBS_DLQ_URL is not configured")
+        return self.dead_letters
+
 
 def build_services(settings: Settings | None = None) -> Services:
     settings = settings or load_settings()
