@@ -166,6 +166,10 @@ def runtime_env(project_python: str) -> dict[str, str]:
             # after an empty poll; Lambda's pollers long-poll, so a queued job starts at once.
             "LAMBDA_EVENT_SOURCE_MAPPING_POLL_INTERVAL_SEC": "0",
             "LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC": "0.2",
+            # A failed asynchronous invocation is retried after 1x then 2x this many seconds
+            # (60 by default, as Lambda waits about a minute then two): the retry count and
+            # the dead-lettering after it are the template's, only the waits are shorter.
+            "LAMBDA_RETRY_BASE_DELAY": "2",
             # LocalStack's own calls between services (API Gateway invoking a function or an
             # authorizer, event source mappings polling SQS, function logs to CloudWatch)
             # dispatched in the process instead of over HTTP to itself: its HTTP server layer

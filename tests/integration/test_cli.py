@@ -145,6 +145,20 @@ def test_dlq_list_as_admin(gateway, app):  # noqa: F811
     assert "siprems dlq redrive" in run.out
 
 
+def test_dlq_list_names_a_dead_lettered_nightly_run_and_its_error(gateway, app):  # noqa: F811
+    app.sqs.send_message(
+        QueueUrl=app.dlq_url,
+        MessageBody=json.dumps({"detail-type": "Scheduled Event", "time": "2026-11-29T02:00:00Z"}),
+        MessageAttributes={
+            "ErrorMessage": {"DataType": "String", "StringValue": "database unavailable"}
+        },
+    )
+    run = siprems(gateway.url, "dlq", "list", token=ADMIN_TOKEN)
+    assert run.code == 0, run.err
+    assert "train_all trigger: parent " in run.out
+    assert "(nightly run of 2026-11-29T02:00:00Z)  error: database unavailable" in run.out
+
+
 def test_chart_writes_a_png(gateway, tmp_path):  # noqa: F811
     target = tmp_path / "chart.png"
     run = siprems(gateway.url, "chart", "BRD-001", "-o", str(target), "--days", "30")
