@@ -235,3 +235,83 @@ def test_poison_job_fails_into_the_dlq_and_succeeds_when_redriven_after_the_fix(
     assert done["attempts"] == 3
     assert "error" not in done or not done["error"]
     assert not dead_lettered()
+
+
+# -- a train-all whose every asynchronous attempt fails: DLQ, then back by redrive -------------
+@pytest.mark.timeout(500)
+def test_train_all_failing_every_attempt_is_dead_lettered_and_runs_when_redriven(fault_service):
+    """PostgreSQL is down when a training-all starts: train_all cannot read the product list,
+    and fails on its first attempt and both of Lambda's retries (the template's
+    ``MaximumRetryAttempts``; the launcher shortens LocalStack's waits between them). Lambda
+    puts the event in the jobs DLQ, where the admin view shows it as a train_all trigger with
+    its parent and the error, while the parent waits PENDING. Once the database is back, the
+    redrive brings the trigger to the jobs queue, the worker invokes train_all again with it,
+    and every product is trained."""
+    service = fault_service
+    admin = service.admin_token
+
+    def trigger_in_dlq(parent_id: str) -> dict | None:
+        answer = http("GET", f"{service.base}/api/admin/dlq", token=admin)
+        assert answer.status == 200, answer.body
+        return next(
+            (
+                m
+                for m in answer.body["messages"]
+                if m.get("kind") == "train_all" and m["train_all"]["parent_id"] == parent_id
+            ),
+            None,
+        )
+
+    function_logs = stack.ROOT / ".state" / "localstack" / "functions"
+    train_all = service.outputs["TrainAllFunctionName"]
+
+    def failed_attempts() -> int:
+        """train_all's attempts that failed for want of the database (its function log)."""
+        failure = "siprems.errors.DatabaseUnavailableError: "
+        logs = function_logs.glob(f"{train_all}-*.log")
+        return sum(line.startswith(failure) for log in logs for line in log.open())
+
+    failed_before = failed_attempts()
+    stack.stop_postgres()
+    try:
+        answer = http("POST", f"{service.base}/api/tasks/training/all", token=admin)
+        assert answer.status == 202, answer.body
+        parent_id = answer.body["task_id"]
+        submitted_at = time.monotonic()
+        dead = wait_for(
+            lambda: trigger_in_dlq(parent_id), 240, interval_s=2, what="the trigger in the DLQ"
+        )
+        in_dlq_at = time.monotonic()
+        waiting = task(service, parent_id)
+    finally:
+        stack.start_postgres()
+    print(
+        f"\n[train-all dlq] in the DLQ {in_dlq_at - submitted_at:.0f} s after submission;"
+        f" parent {waiting['status']}; body {dead['body']}; error {dead['error']}"
+    )
+    assert dead["body"] == {"parent_id": parent_id}
+    assert dead["train_all"] == {"parent_id": parent_id, "scheduled_time": None}
+    assert "database" in dead["error"]["message"].lower(), dead["error"]
+    assert waiting["status"] == "PENDING" and "progress" not in waiting
+    # The first attempt and Lambda's two retries (MaximumRetryAttempts), no more.
+    wait_for(lambda: failed_attempts() - failed_before >= 3, 30, what="three failed attempts")
+    assert failed_attempts() - failed_before == 3
+
+    redrive = http("POST", f"{service.base}/api/admin/dlq/redrive", token=admin)
+    assert redrive.status == 202, redrive.body
+    redriven_at = time.monotonic()
+    fanned_out = wait_for(
+        lambda: (p := task(service, parent_id)).get("progress") and p,
+        120,
+        what="the redriven train-all to fan out",
+    )
+    fanned_out_s = time.monotonic() - redriven_at
+    done = wait_task(service, parent_id, timeout_s=300)
+    print(
+        f"[train-all dlq] fanned out {fanned_out_s:.0f} s after the redrive;"
+        f" {done['status']} {time.monotonic() - redriven_at:.0f} s after it: {done['progress']}"
+    )
+    assert fanned_out["progress"]["total"] == 6
+    assert done["status"] == "SUCCESS", done
+    assert (done["progress"]["succeeded"], done["progress"]["pending"]) == (6, 0)
+    assert trigger_in_dlq(parent_id) is None
