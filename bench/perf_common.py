@@ -170,9 +170,9 @@ def create_resources(endpoint_url: str | None = None) -> dict[str, str]:
     )
     sqs = boto3.client("sqs", endpoint_url=endpoint_url)
     dlq_url = sqs.create_queue(QueueName=DLQ)["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     max_receive = template["Parameters"]["MaxReceiveCount"]["Default"]
     queue_url = sqs.create_queue(
         QueueName=QUEUE,

@@ -158,8 +158,7 @@ def fan_out(args: argparse.Namespace, endpoint: str | None) -> dict:
         f"{cpu_seconds / result.total * 1000:.2f} ms per child; SQS sends "
         f"{first_sqs_seconds:.1f} thread-s; load average {load_before})"
         + (
-            f"; re-run {rerun_seconds:.1f} s ({again.created} created, "
-            f"{again.queued} re-queued)"
+            f"; re-run {rerun_seconds:.1f} s ({again.created} created, {again.queued} re-queued)"
             if again
             else ""
         )
