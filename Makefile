@@ -42,6 +42,7 @@ perf-stack: venv
 
 lint: venv
 	$(PY) -m ruff check layers functions tests bench scripts client
+	$(PY) -m ruff format --check layers functions tests bench scripts client
 	.venv/bin/cfn-lint template.yaml
 
 ## sam-local: sam build, sam local invoke of every function with each event, sam local start-api, in
