@@ -22,9 +22,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     trigger = TrainAllTrigger.from_payload(event)
     if trigger is None:
         raise InvalidInputError("expected a scheduled event or {'parent_id': ...}")
-    parent_id = trigger.parent_id
-    if trigger.scheduled_time is not None:
-        fanout.parent_for_schedule(services, trigger.scheduled_time)
+    parent_id = (
+        fanout.parent_for_schedule(services, trigger.scheduled_time)  # created if new
+        if trigger.scheduled_time is not None
+        else trigger.parent_id
+    )
     with job_context(parent_id):
         return asdict(
             fanout.train_all(

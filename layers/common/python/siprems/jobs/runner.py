@@ -76,11 +76,21 @@ class Message:
         return hashlib.sha256(self.receipt_handle.encode()).hexdigest()[:16]
 
 
-def parse_message(body: str, receipt_handle: str | None, receive_count: int = 1) -> Message:
+def parse_message(
+    body: str, receipt_handle: str | None, receive_count: int = 1
+) -> Message | TrainAllTrigger:
+    """A job message, or a train_all trigger (redriven from the DLQ); anything else is a
+    PermanentError. The body is decoded once for both."""
     try:
         data = json.loads(body)
+    except ValueError as exc:
+        raise PermanentError(f"not a job message: {body[:200]!r}") from exc
+    trigger = TrainAllTrigger.from_payload(data)
+    if trigger is not None:
+        return trigger
+    try:
         task_id = data["task_id"]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise PermanentError(f"not a job message: {body[:200]!r}") from exc
     if not isinstance(task_id, str) or not task_id:
         raise PermanentError(f"not a job message: {body[:200]!r}")
@@ -91,15 +101,6 @@ def parse_message(body: str, receipt_handle: str | None, receive_count: int = 1)
         body=data,
         receive_count=receive_count,
     )
-
-
-def train_all_trigger(body: str) -> TrainAllTrigger | None:
-    """The train_all trigger a message body holds, or None (a job, or not JSON)."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    return TrainAllTrigger.from_payload(data)
 
 
 JobFunction = Callable[[Job, Services, Path], dict[str, Any]]
@@ -147,10 +148,9 @@ class JobRunner:
     ) -> str:
         """Handle one message; returns what happened (for logs and tests), raises
         KeepMessage to leave it in the queue."""
-        trigger = train_all_trigger(body)
-        if trigger is not None:
-            return self._start_train_all(trigger)
         message = parse_message(body, receipt_handle, receive_count)
+        if isinstance(message, TrainAllTrigger):
+            return self._start_train_all(message)
         with job_context(message.task_id, message.product_sku):
             return self._process(message, remaining_seconds)
 
