@@ -131,6 +131,42 @@ def test_a_result_is_kept_packed_in_the_item_and_read_back_with_the_job(jobs_sto
     assert again.outcome is Outcome.TERMINAL and jobs_store.get(job.task_id).result == result
 
 
+@pytest.mark.parametrize("child", [False, True])
+def test_a_finishing_worker_gets_the_job_as_stored_without_reading_it_back(jobs_store, child):
+    """A worker's own completion is not answered with the item (its result would come
+    back): the job it returns is built from the write, and must equal the stored one."""
+    parent_id = None
+    if child:
+        parent = Job.new(JobType.TRAIN_ALL)
+        jobs_store.create(parent)
+        assert jobs_store.start_parent(parent.task_id, skus=["A-1", "B-1"], lease=lease()).applied
+        parent_id = parent.task_id
+    jobs = []
+    for sku in ("A-1", "B-1"):
+        job = Job.new(
+            JobType.TRAIN,
+            product_sku=sku,
+            parent_id=parent_id,
+            task_id=child_task_id(parent_id, sku) if child else None,
+        )
+        jobs_store.create(job)
+        first = jobs_store.mark_started(job.task_id, stale_after=STALE).job
+        error = JobError(type="database_unavailable", message="db down")
+        assert jobs_store.mark_retry(job.task_id, attempt=first.attempts, error=error).applied
+        jobs.append(jobs_store.mark_started(job.task_id, stale_after=STALE).job)
+    assert all(job.error is not None for job in jobs)  # the first attempt's, kept on retry
+
+    done = jobs_store.mark_succeeded(jobs[0], result=pack_json({"mase": 0.7}))
+    assert done.applied and done.job.error is None and done.job.result == {"mase": 0.7}
+    assert done.job == jobs_store.get(jobs[0].task_id)
+    failed = jobs_store.mark_failed(jobs[1], error=JobError(type="x", message="y"))
+    assert failed.applied and failed.job.error == JobError(type="x", message="y")
+    assert failed.job == jobs_store.get(jobs[1].task_id)
+    if child:
+        counts = jobs_store.get(parent_id).children
+        assert (counts.succeeded, counts.failed, counts.pending) == (1, 1, 0)
+
+
 def test_a_job_succeeds_with_exactly_one_kind_of_result(jobs_store):
     job = predict_job()
     jobs_store.create(job)

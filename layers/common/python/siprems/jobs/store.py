@@ -208,8 +208,7 @@ class JobStore:
         return self._finish(
             job,
             JobStatus.FAILURE,
-            set_extra="#e = :error, dead_lettered = :delivery",
-            values={":error": error.model_dump(), ":delivery": delivery},
+            changes={"error": error.model_dump(), "dead_lettered": delivery},
         )
 
     def mark_redriven(self, task_id: str, *, delivery: str) -> Transition:
@@ -262,24 +261,15 @@ class JobStore:
         its result: packed into the item (``pack_json``), or the S3 key of a larger one."""
         if (result is None) == (result_key is None):
             raise ValueError("a job succeeds with either its packed result or its result's key")
-        attribute = "result_gz" if result is not None else "result_key"
-        return self._finish(
-            job,
-            JobStatus.SUCCESS,
-            set_extra=f"{attribute} = :result REMOVE #e",
-            values={":result": result if result is not None else result_key},
-        )
+        kept = {"result_gz": result} if result is not None else {"result_key": result_key}
+        return self._finish(job, JobStatus.SUCCESS, changes=kept, remove=("error",))
 
     def mark_failed(self, job: Job, *, error: JobError, owned: bool = True) -> Transition:
         """-> FAILURE with the error. ``owned``: the caller runs the job's current attempt
         (worker); otherwise any non-terminal job may fail (e.g. its message could not be
         queued)."""
         return self._finish(
-            job,
-            JobStatus.FAILURE,
-            set_extra="#e = :error",
-            values={":error": error.model_dump()},
-            owned=owned,
+            job, JobStatus.FAILURE, changes={"error": error.model_dump()}, owned=owned
         )
 
     def revoke(self, job: Job) -> Transition:
@@ -448,21 +438,24 @@ class JobStore:
         job: Job,
         target: JobStatus,
         *,
-        set_extra: str | None = None,
-        values: dict[str, Any] | None = None,
+        changes: dict[str, Any] | None = None,
+        remove: tuple[str, ...] = (),
         owned: bool = True,
     ) -> Transition:
+        """``job`` -> ``target`` with ``changes`` set and ``remove`` removed. ``owned``: only
+        by the worker running the job's current attempt, and then the job after the write
+        is known without reading it back (the condition pins every other attribute), so
+        nothing is returned: a result kept in the item is not sent back to the worker that
+        wrote it."""
         now = iso(utc_now())
-        update = "SET #s = :target, finished_at = :now, updated_at = :now"
-        names = dict(_NAMES)
-        if set_extra:
-            head, _, tail = set_extra.partition(" REMOVE ")
-            update += ", " + head
-            if tail:
-                update += " REMOVE " + tail
-            if "#e" in set_extra:
-                names["#e"] = "error"
-        all_values = {":target": target.value, ":now": now, **(values or {})}
+        written = {"status": target.value, "finished_at": now, "updated_at": now, **(changes or {})}
+        names = {f"#a{i}": attribute for i, attribute in enumerate(written)}
+        all_values: dict[str, Any] = {f":a{i}": value for i, value in enumerate(written.values())}
+        update = "SET " + ", ".join(f"#a{i} = :a{i}" for i in range(len(written)))
+        if remove:
+            names.update({f"#r{i}": attribute for i, attribute in enumerate(remove)})
+            update += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
+        names["#s"] = "status"
         if owned:
             condition = "#s = :started AND attempts = :attempt"
             all_values[":started"] = JobStatus.STARTED.value
@@ -482,8 +475,9 @@ class JobStore:
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": _dynamo(all_values),
         }
+        after = _written(job, written, remove) if owned else None
         if not job.parent_id:
-            return self._update_raw(job.task_id, child_update)
+            return self._update_raw(job.task_id, child_update, after=after)
         counter = {
             JobStatus.SUCCESS: "children_succeeded",
             JobStatus.FAILURE: "children_failed",
@@ -505,8 +499,8 @@ class JobStore:
             if cancelled.failed(0):
                 return self._classify(job.task_id)
             # The parent is gone (expired) or has no counters: finish the child alone.
-            return self._update_raw(job.task_id, child_update)
-        return Transition(Outcome.APPLIED, self.get(job.task_id))
+            return self._update_raw(job.task_id, child_update, after=after)
+        return Transition(Outcome.APPLIED, after or self.get(job.task_id))
 
     def _update(
         self,
@@ -529,20 +523,27 @@ class JobStore:
         return self._update_raw(task_id, request, busy_if_started=busy_if_started)
 
     def _update_raw(
-        self, task_id: str, request: dict[str, Any], *, busy_if_started: bool = False
+        self,
+        task_id: str,
+        request: dict[str, Any],
+        *,
+        busy_if_started: bool = False,
+        after: Job | None = None,
     ) -> Transition:
+        """``after``: the job as the write leaves it, when the caller knows it (then the
+        item is not sent back)."""
         try:
             response = self._call(
                 "update_item",
                 **request,
-                ReturnValues="ALL_NEW",
+                ReturnValues="NONE" if after is not None else "ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except _ConditionFailed as failed:
             if failed.item is not None:
                 return _classified(Job.from_item(failed.item), busy_if_started)
             return self._classify(task_id, busy_if_started)
-        return Transition(Outcome.APPLIED, Job.from_item(response["Attributes"]))
+        return Transition(Outcome.APPLIED, after or Job.from_item(response["Attributes"]))
 
     def _classify(self, task_id: str, busy_if_started: bool = False) -> Transition:
         job = self.get(task_id)
@@ -568,6 +569,14 @@ class JobStore:
             raise StorageUnavailableError(
                 f"DynamoDB {operation} on {self.table_name} failed: {exc}"
             ) from exc
+
+
+def _written(job: Job, written: dict[str, Any], remove: tuple[str, ...]) -> Job:
+    """``job`` as an update that sets ``written`` and removes ``remove`` leaves it."""
+    item = {**job.to_item(), **written}
+    for attribute in remove:
+        item.pop(attribute, None)
+    return Job.from_item(item)
 
 
 def _classified(job: Job, busy_if_started: bool) -> Transition:
