@@ -9,6 +9,7 @@ called.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -148,19 +149,20 @@ def chart_data(
     names = model.holiday_names
 
     rows: list[dict[str, Any]] = []
-    for day, y, fit_value in zip(past_days.tolist(), actual_y[past].tolist(), fitted, strict=True):
+    # Python floats, not numpy scalars: rounding ~500 values a forecast adds up otherwise.
+    fitted_values = np.asarray(fitted, dtype=float).tolist()
+    for day, y, fit_value in zip(
+        past_days.tolist(), actual_y[past].tolist(), fitted_values, strict=True
+    ):
         rows.append(_row(day, y, fit_value, None, None, names))
-    for i, day in enumerate(horizon.days.tolist()):
-        rows.append(
-            _row(
-                day,
-                actual_by_day.get(day),
-                horizon.p50[i],
-                horizon.lower[i],
-                horizon.upper[i],
-                names,
-            )
-        )
+    for day, p50, lower, upper in zip(
+        horizon.days.tolist(),
+        horizon.p50.tolist(),
+        horizon.lower.tolist(),
+        horizon.upper.tolist(),
+        strict=True,
+    ):
+        rows.append(_row(day, actual_by_day.get(day), p50, lower, upper, names))
     return rows
 
 
@@ -173,7 +175,11 @@ def quantile_rows(horizon: HorizonForecast) -> list[dict[str, Any]]:
             "p90": _round(p90),
         }
         for day, p10, p50, p90 in zip(
-            horizon.days.tolist(), horizon.p10, horizon.p50, horizon.p90, strict=True
+            horizon.days.tolist(),
+            horizon.p10.tolist(),
+            horizon.p50.tolist(),
+            horizon.p90.tolist(),
+            strict=True,
         )
     ]
 
@@ -210,7 +216,7 @@ def predict_horizon(trained: TrainedModel, frame: pd.DataFrame) -> HorizonForeca
 
 # --- internals -----------------------------------------------------------------------------
 def _round(value: float | None) -> float | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if value is None or math.isnan(value):
         return None
     return round(float(value), 2)
 
