@@ -60,6 +60,7 @@ ALONE = {
     },
     "history_731_days": {"max_history_days": 731},
     "history_1095_days": {"max_history_days": 1095},
+    "without_recent_level": {"recent_level_days": None},
 }
 # a robust-loss proxy: fit, then refit with the days whose residual (log scale) lies beyond
 # this many σ of the residuals dropped ("drop") or pulled to that bound ("clip")

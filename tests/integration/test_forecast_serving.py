@@ -40,9 +40,12 @@ def _prophet_answer(store: ModelStore, sku: str, days: int, history: pd.Datetime
     options, factor = trained.options, trained.correction_factor
     start = pd.Timestamp(trained.last_day) + pd.Timedelta(days=1)
     future = pd.date_range(start, periods=days, freq="D")
-    point = prophet_point(trained, future)
     fitted = prophet_point(trained, history)
-    draws = prophet_samples(trained, future, 0.0, SAMPLING_SEED)
+    # the horizon moves by the training's recent level (stored with the model), history not
+    offset = np.zeros(days)
+    offset[: len(trained.recent_level)] = trained.recent_level[:days]
+    point = prophet_point(trained, future) + offset
+    draws = prophet_samples(trained, future, 0.0, SAMPLING_SEED) + offset[:, None]
     draws = point[:, None] + options.interval_scale * (draws - point[:, None])
     paths = to_original_scale(draws, options) * factor
     p50 = to_original_scale(point, options) * factor
@@ -59,6 +62,7 @@ def test_the_answer_equals_prophet_on_the_stored_model(sales_repo, store, tmp_pa
     train_product("BRD-001", sales=sales_repo, store=store, work_dir=tmp_path)
     metadata = store.load_metadata("BRD-001")
     assert metadata["serving_key"] == "models/BRD-001/serving.json"
+    assert len(metadata["recent_level"]) == 28 and any(metadata["recent_level"])
     assert metadata["serving_version_id"] and metadata["serving_sha256"]
 
     result = forecast_product(

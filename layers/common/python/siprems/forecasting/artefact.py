@@ -93,6 +93,7 @@ def to_artefact(trained: TrainedModel) -> tuple[str, dict[str, Any]]:
         "samples": trained.samples,
         "outliers_removed": trained.outliers_removed,
         "correction_factor": trained.correction_factor,
+        "recent_level": list(trained.recent_level),
         "options": trained.options.to_dict(),
         "config_hash": trained.options.config_hash(),
         "fit_ms": round(trained.fit_ms, 1),
@@ -135,6 +136,7 @@ def from_artefact(model_json: str, metadata: dict[str, Any]) -> TrainedModel:
         samples=int(metadata["samples"]),
         outliers_removed=int(metadata.get("outliers_removed", 0)),
         fit_ms=float(metadata.get("fit_ms", 0.0)),
+        recent_level=tuple(metadata.get("recent_level") or ()),
     )
 
 
@@ -147,6 +149,7 @@ def serving_model(metadata: dict[str, Any], document: dict[str, Any]) -> Serving
         correction_factor=float(metadata["correction_factor"]),
         last_day=date.fromisoformat(metadata["training_window"]["last_day"]),
         holiday_names=dict(document.get("holiday_names") or {}),
+        recent_level=tuple(metadata.get("recent_level") or ()),
     )
 
 

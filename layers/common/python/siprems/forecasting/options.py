@@ -81,6 +81,10 @@ class ForecastOptions:
     correction_min: float = 0.85
     correction_max: float = 1.15
     correction_window_days: int | None = None  # None = every training day (the original)
+    # Carry the last n days' level above or below the fit into the first four weeks of the
+    # forecast, as far as the training days show such a level persisting
+    # (siprems.forecasting.level); None = off (the original)
+    recent_level_days: int | None = None
     # widen (or narrow) the forecast's spread on the log scale; calibrated on the backtest
     interval_scale: float = 1.0
 
@@ -116,6 +120,8 @@ class ForecastOptions:
             problems.append("warm_start_nights must be >= 0")
         if self.interval_scale <= 0:
             problems.append("interval_scale must be > 0")
+        if self.recent_level_days is not None and self.recent_level_days < 1:
+            problems.append("recent_level_days must be >= 1 or None")
         if problems:
             raise InvalidInputError("invalid forecast options: " + "; ".join(problems))
 
@@ -152,6 +158,9 @@ class ForecastOptions:
             warm_start_nights=7,
             # Prophet's p10..p90 held too few days out of sample; 10 % wider spread
             interval_scale=1.1,
+            # a week that ran above (below) the fit tends to go on doing so for a while:
+            # backtest 0.744 -> 0.741, validation year 0.658 -> 0.655 (docs/FORECASTING.md)
+            recent_level_days=7,
         )
 
     @classmethod

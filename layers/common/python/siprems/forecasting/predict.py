@@ -42,6 +42,8 @@ class ServingModel:
     correction_factor: float
     last_day: date
     holiday_names: Mapping[str, str] = field(default_factory=dict)  # ISO day -> name(s)
+    # model-scale offsets for days 1, 2, ... after last_day (the training's recent level)
+    recent_level: tuple[float, ...] = ()
 
 
 @dataclass
@@ -87,10 +89,13 @@ def horizon_forecast(
     factor = model.correction_factor
     days = np.asarray(days, dtype="datetime64[D]")
     point = model.kernel.point(days, promo)
+    offset = recent_level_offsets(model, days)
+    point = point + offset
     p50 = to_original_scale(point, options) * factor
     width = options.interval_width
     if options.uncertainty_samples > 0:
         draws = model.kernel.samples(days, promo, n=options.uncertainty_samples, seed=SAMPLING_SEED)
+        draws += offset[:, None]
         if options.interval_scale != 1.0:
             draws = point[:, None] + options.interval_scale * (draws - point[:, None])
         paths = to_original_scale(draws, options) * factor
@@ -110,6 +115,16 @@ def horizon_forecast(
         upper=np.maximum(upper, p50),
         totals=totals,
     )
+
+
+def recent_level_offsets(model: ServingModel, days: np.ndarray) -> np.ndarray:
+    """The model's recent-level offset of each day (0 where it has none)."""
+    ahead = (days - np.datetime64(model.last_day, "D")).astype(np.int64)
+    levels = np.asarray(model.recent_level, dtype=float)
+    usable = (ahead >= 1) & (ahead <= len(levels))
+    offset = np.zeros(len(days))
+    offset[usable] = levels[ahead[usable] - 1]
+    return offset
 
 
 def fitted_history(model: ServingModel, days: np.ndarray) -> np.ndarray:
@@ -195,6 +210,7 @@ def serving_model_of(trained: TrainedModel) -> ServingModel:
         options=trained.options,
         correction_factor=trained.correction_factor,
         last_day=trained.last_day,
+        recent_level=trained.recent_level,
     )
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from siprems.errors import InsufficientDataError, TrainingFailedError
-from siprems.forecasting import metrics
+from siprems.forecasting import level, metrics
 from siprems.forecasting.events import holiday_frame
 from siprems.forecasting.kernel import ForecastKernel
 from siprems.forecasting.preprocess import to_original_scale, training_frame
@@ -63,6 +63,8 @@ class TrainedModel:
     samples: int
     outliers_removed: int
     fit_ms: float = 0.0
+    # offsets on the model's scale for forecast days 1, 2, ... after last_day (recent_level)
+    recent_level: tuple[float, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -394,6 +396,8 @@ def fit(
     )
     if options.correction_factor:
         trained.correction_factor = correction_factor(trained, data)
+    if options.recent_level_days:
+        trained.recent_level = recent_level(trained, data)
     return trained
 
 
@@ -684,6 +688,17 @@ def correction_factor(trained: TrainedModel, data: pd.DataFrame) -> float:
         return 1.0
     ratio = float(np.median(actual[usable] / fitted[usable]))
     return float(np.clip(ratio, options.correction_min, options.correction_max))
+
+
+def recent_level(trained: TrainedModel, data: pd.DataFrame) -> tuple[float, ...]:
+    """The recent-level offsets of a fitted model from its training days' residuals (model
+    scale; siprems.forecasting.level)."""
+    point = kernel_of(trained).point(data["ds"].to_numpy(), _promo(data))
+    return level.persisting_offsets(
+        data["ds"].to_numpy().astype("datetime64[D]"),
+        data["y"].to_numpy(dtype=float) - point,
+        days_back=trained.options.recent_level_days or 0,
+    )
 
 
 def kernel_of(trained: TrainedModel) -> ForecastKernel:
