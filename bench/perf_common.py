@@ -155,19 +155,14 @@ def create_resources(endpoint_url: str | None = None) -> dict[str, str]:
     import boto3
     from cfnlint.decode import decode_str
 
+    from tests.fixtures.jobs_table import jobs_table_definition
+
     template, matches = decode_str((ROOT / "template.yaml").read_text())
     if matches:
         raise RuntimeError(f"template.yaml does not parse: {matches}")
     template = json.loads(json.dumps(template, default=str))
-    table = template["Resources"]["JobsTable"]["Properties"]
     dynamodb = boto3.client("dynamodb", endpoint_url=endpoint_url)
-    dynamodb.create_table(
-        TableName=TABLE,
-        BillingMode=table["BillingMode"],
-        AttributeDefinitions=table["AttributeDefinitions"],
-        KeySchema=table["KeySchema"],
-        GlobalSecondaryIndexes=table["GlobalSecondaryIndexes"],
-    )
+    dynamodb.create_table(TableName=TABLE, **jobs_table_definition(template))
     sqs = boto3.client("sqs", endpoint_url=endpoint_url)
     dlq_url = sqs.create_queue(QueueName=DLQ)["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][

@@ -229,6 +229,67 @@ def test_list_by_status_uses_the_index_newest_first(jobs_store):
     assert [j.task_id for j in jobs_store.list_by_status(JobStatus.STARTED)] == [jobs[1].task_id]
 
 
+def test_listings_from_the_status_index_show_whole_jobs_without_results(jobs_store):
+    """The index projects only what a listing shows: each listed job's view is the view of
+    the job read whole (error, attempts, times, params, a parent's progress), while results
+    and a parent's SKU list stay in the table item only."""
+    import boto3
+    from boto3.dynamodb.conditions import Key
+    from siprems.jobs.service import job_view
+    from siprems.jobs.store import STATUS_INDEX
+
+    failed = predict_job()
+    jobs_store.create(failed)
+    started = jobs_store.mark_started(failed.task_id, stale_after=STALE).job
+    error = JobError(type="not_enough_data", message="3 days of sales")
+    assert jobs_store.mark_failed(started, error=error).applied
+
+    parent = Job.new(JobType.TRAIN_ALL, params={"source": "api"})
+    jobs_store.create(parent)
+    assert jobs_store.start_parent(parent.task_id, skus=["A-1", "B-1"], lease=lease()).applied
+    children = []
+    for sku in ("A-1", "B-1"):
+        child = Job.new(
+            JobType.TRAIN,
+            product_sku=sku,
+            parent_id=parent.task_id,
+            task_id=child_task_id(parent.task_id, sku),
+        )
+        jobs_store.create(child)
+        children.append(jobs_store.mark_started(child.task_id, stale_after=STALE).job)
+    summary = pack_json({"sku": "A-1", "accuracy": 91.5})
+    assert jobs_store.mark_succeeded(children[0], result=summary).applied
+
+    (listed_failure,) = jobs_store.list_by_status(JobStatus.FAILURE)
+    view = job_view(listed_failure)
+    assert view == job_view(jobs_store.get(failed.task_id))
+    assert view["error"] == error.model_dump() and view["attempts"] == 1
+    assert view["params"] == {"days": 7} and view["started_at"] and view["finished_at"]
+
+    listed_started = {job.task_id: job for job in jobs_store.list_by_status(JobStatus.STARTED)}
+    assert set(listed_started) == {parent.task_id, children[1].task_id}
+    for task_id, job in listed_started.items():
+        assert job_view(job) == job_view(jobs_store.get(task_id))
+    progress = job_view(listed_started[parent.task_id])["progress"]
+    assert (progress["total"], progress["succeeded"], progress["pending"]) == (2, 1, 1)
+    assert job_view(listed_started[children[1].task_id])["parent_id"] == parent.task_id
+
+    table = boto3.resource("dynamodb").Table(jobs_store.table_name)
+
+    def index_items(status: JobStatus) -> list[dict]:
+        return table.query(
+            IndexName=STATUS_INDEX, KeyConditionExpression=Key("status").eq(status.value)
+        )["Items"]
+
+    (success,) = index_items(JobStatus.SUCCESS)
+    assert success["task_id"] == children[0].task_id and "result_gz" not in success
+    assert "result_gz" in table.get_item(Key={"task_id": children[0].task_id})["Item"]
+    (parent_item,) = [i for i in index_items(JobStatus.STARTED) if "children_total" in i]
+    assert not {"skus_gz", "fanout_owner", "fanout_until"} & set(parent_item)
+    assert "skus_gz" in table.get_item(Key={"task_id": parent.task_id})["Item"]
+    assert jobs_store.get(children[0].task_id).result == {"sku": "A-1", "accuracy": 91.5}
+
+
 def test_parent_counts_children_and_finishes_when_all_are_done(jobs_store):
     parent = Job.new(JobType.TRAIN_ALL)
     jobs_store.create(parent)

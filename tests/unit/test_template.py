@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.app import ROOT, load_template
+from tests.fixtures.jobs_table import jobs_table_definition
 
 ZIP_FUNCTIONS = ["AuthorizerFunction", "SubmitFunction", "StatusFunction", "TrainAllFunction"]
 FUNCTIONS = [*ZIP_FUNCTIONS, "WorkerFunction"]
@@ -67,11 +68,17 @@ def transformed():
     return json.loads(result.stdout)
 
 
+# cfn-lint's own script beside this interpreter: the cfnlint package has no __main__, so
+# ``python -m cfnlint`` prints only an error to stderr, and a check of stdout alone would pass.
+CFN_LINT = Path(sys.executable).with_name("cfn-lint")
+
+
 def lint(path: Path) -> list[str]:
-    result = subprocess.run(  # noqa: S603 - our own interpreter and files
-        [sys.executable, "-m", "cfnlint", str(path)], capture_output=True, text=True, check=False
+    result = subprocess.run(  # noqa: S603 - our own interpreter's tool and files
+        [str(CFN_LINT), str(path)], capture_output=True, text=True, check=False
     )
-    return [line for line in result.stdout.splitlines() if line.strip()]
+    findings = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    return findings or ([] if result.returncode == 0 else [f"cfn-lint exit {result.returncode}"])
 
 
 def test_template_is_lint_clean():
@@ -563,3 +570,73 @@ def test_failure_alarm_watches_the_metric_the_worker_emits(template):
     assert alarm["MetricName"] == "JobsFailed"
     service = template["Resources"]["WorkerFunction"]["Properties"]["Environment"]["Variables"]
     assert alarm["Dimensions"] == [{"Name": "service", "Value": service["POWERTOOLS_SERVICE_NAME"]}]
+
+
+# --- the jobs table's status index ---------------------------------------------------------------
+# Attributes of a job item no listing shows (JobStore.list_by_status -> job_view, the status
+# page's failures): results and a train_all parent's SKU list are large, and with them in the
+# index each of their writes would be paid twice; the rest is read through JobStore.get only.
+NOT_IN_STATUS_INDEX = {
+    "result_gz",
+    "result_key",
+    "skus_gz",
+    "fanout_owner",
+    "fanout_until",
+    "fanned_out_at",
+    "updated_at",
+    "requested_by",
+    "dead_lettered",
+}
+# What JobStore writes on a train_all parent besides a Job's own fields.
+PARENT_ATTRIBUTES = {"skus_gz", "fanout_owner", "fanout_until", "fanned_out_at"}
+LEGACY_STATUS_INDEX = "by_status"  # projection ALL, in stacks created before by_status_summary
+
+
+def job_item_attributes() -> set[str]:
+    """Every attribute a job item can have."""
+    from siprems.jobs.model import ChildCounts, Job
+
+    store_source = (LAYER / "siprems" / "jobs" / "store.py").read_text()
+    assert all(name in store_source for name in PARENT_ATTRIBUTES)
+    fields = set(Job.model_fields) - {"result", "children"}  # stored as result_gz, children_*
+    counters = {f"children_{name}" for name in ChildCounts.model_fields}
+    return fields | counters | {"result_gz"} | PARENT_ATTRIBUTES
+
+
+def test_status_index_projects_what_listings_show_and_no_result_or_sku_list(template):
+    from siprems.jobs.store import STATUS_INDEX
+
+    table = template["Resources"]["JobsTable"]["Properties"]
+    indexes = jobs_table_definition(template)["GlobalSecondaryIndexes"]
+    (index,) = [i for i in indexes if i["IndexName"] == STATUS_INDEX]
+    keys = {k["AttributeName"] for k in [*table["KeySchema"], *index["KeySchema"]]}
+    assert index["Projection"]["ProjectionType"] == "INCLUDE"
+    projected = keys | set(index["Projection"]["NonKeyAttributes"])
+    assert projected == job_item_attributes() - NOT_IN_STATUS_INDEX
+    assert not projected & {"result_gz", "result_key", "skus_gz"}
+    # DynamoDB's quota on projected non-key attributes over all of a table's indexes: 100
+    # now, 20 in older quotas (the legacy index projects ALL, which does not count).
+    assert sum(len(i["Projection"].get("NonKeyAttributes", [])) for i in indexes) <= 20
+
+
+def test_an_existing_stack_moves_to_the_new_status_index_one_index_per_update(template):
+    """CloudFormation adds or removes one GSI per update (both at once fails): a stack with
+    the legacy index upgrades with KeepLegacyStatusIndex=true (one added), then the default
+    (one removed)."""
+    from siprems.jobs.store import PARENT_INDEX, STATUS_INDEX
+
+    before = {LEGACY_STATUS_INDEX, PARENT_INDEX}
+    assert template["Parameters"]["KeepLegacyStatusIndex"]["Default"] == "false"
+    kept = json.loads(json.dumps(template))
+    kept["Parameters"]["KeepLegacyStatusIndex"]["Default"] = "true"
+    upgrading = jobs_table_definition(kept)["GlobalSecondaryIndexes"]
+    after = {i["IndexName"] for i in jobs_table_definition(template)["GlobalSecondaryIndexes"]}
+    names = {i["IndexName"] for i in upgrading}
+    assert (names - before, before - names) == ({STATUS_INDEX}, set())
+    assert (names - after, after - names) == ({LEGACY_STATUS_INDEX}, set())
+    legacy, current = (
+        next(i for i in upgrading if i["IndexName"] == name)
+        for name in (LEGACY_STATUS_INDEX, STATUS_INDEX)
+    )
+    assert legacy["KeySchema"] == current["KeySchema"]
+    assert legacy["Projection"] == {"ProjectionType": "ALL"}

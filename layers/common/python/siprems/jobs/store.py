@@ -2,8 +2,9 @@
 
 A write whose condition does not hold (the job moved on, was cancelled, or another worker
 owns it) is not an exception for the caller: it returns a ``Transition`` whose ``outcome``
-says why, with the job as it is now. Statuses are queried through the ``by_status`` index
-(status + created_at) and children through ``by_parent``; nothing scans the table.
+says why, with the job as it is now. Statuses are queried through the ``by_status_summary``
+index (status + created_at; it projects what a listing shows, never a result or a parent's SKU
+list) and children through ``by_parent``; nothing scans the table.
 
 A train_all parent keeps atomic counters of its children (``children_total``, ``_pending``,
 ``_succeeded``, ``_failed``, ``_revoked``). A child's final transition and its parent's
@@ -38,7 +39,7 @@ from siprems.jobs.model import (
     utc_now,
 )
 
-STATUS_INDEX = "by_status"
+STATUS_INDEX = "by_status_summary"
 DYNAMODB_BATCH_LIMIT = 25  # items per BatchWriteItem
 PARENT_INDEX = "by_parent"
 
@@ -121,7 +122,9 @@ class JobStore:
         return Job.from_item(item) if item else None
 
     def list_by_status(self, status: JobStatus, *, limit: int = 50) -> list[Job]:
-        """Newest first, from the status index (eventually consistent, as any GSI)."""
+        """Newest first, from the status index (eventually consistent, as any GSI). Each job
+        holds what the index projects (template.yaml): everything a listing shows, but not its
+        result, ``requested_by`` or ``updated_at``; ``get`` reads a whole job."""
         response = self._call(
             "query",
             IndexName=STATUS_INDEX,
