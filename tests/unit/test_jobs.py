@@ -229,6 +229,24 @@ def test_list_by_status_uses_the_index_newest_first(jobs_store):
     assert [j.task_id for j in jobs_store.list_by_status(JobStatus.STARTED)] == [jobs[1].task_id]
 
 
+def started_parent(jobs_store, skus: list[str], **kw) -> tuple[Job, list[Job]]:
+    """A train_all parent started with ``skus``, and its children, each STARTED."""
+    parent = Job.new(JobType.TRAIN_ALL, **kw)
+    jobs_store.create(parent)
+    assert jobs_store.start_parent(parent.task_id, skus=skus, lease=lease()).applied
+    children = []
+    for sku in skus:
+        child = Job.new(
+            JobType.TRAIN,
+            product_sku=sku,
+            parent_id=parent.task_id,
+            task_id=child_task_id(parent.task_id, sku),
+        )
+        jobs_store.create(child)
+        children.append(jobs_store.mark_started(child.task_id, stale_after=STALE).job)
+    return parent, children
+
+
 def test_listings_from_the_status_index_show_whole_jobs_without_results(jobs_store):
     """The index projects only what a listing shows: each listed job's view is the view of
     the job read whole (error, attempts, times, params, a parent's progress), while results
@@ -244,19 +262,7 @@ def test_listings_from_the_status_index_show_whole_jobs_without_results(jobs_sto
     error = JobError(type="not_enough_data", message="3 days of sales")
     assert jobs_store.mark_failed(started, error=error).applied
 
-    parent = Job.new(JobType.TRAIN_ALL, params={"source": "api"})
-    jobs_store.create(parent)
-    assert jobs_store.start_parent(parent.task_id, skus=["A-1", "B-1"], lease=lease()).applied
-    children = []
-    for sku in ("A-1", "B-1"):
-        child = Job.new(
-            JobType.TRAIN,
-            product_sku=sku,
-            parent_id=parent.task_id,
-            task_id=child_task_id(parent.task_id, sku),
-        )
-        jobs_store.create(child)
-        children.append(jobs_store.mark_started(child.task_id, stale_after=STALE).job)
+    parent, children = started_parent(jobs_store, ["A-1", "B-1"], params={"source": "api"})
     summary = pack_json({"sku": "A-1", "accuracy": 91.5})
     assert jobs_store.mark_succeeded(children[0], result=summary).applied
 
@@ -291,19 +297,7 @@ def test_listings_from_the_status_index_show_whole_jobs_without_results(jobs_sto
 
 
 def test_parent_counts_children_and_finishes_when_all_are_done(jobs_store):
-    parent = Job.new(JobType.TRAIN_ALL)
-    jobs_store.create(parent)
-    assert jobs_store.start_parent(parent.task_id, skus=["A-1", "B-1"], lease=lease()).applied
-    children = []
-    for sku in ("A-1", "B-1"):
-        child = Job.new(
-            JobType.TRAIN,
-            product_sku=sku,
-            parent_id=parent.task_id,
-            task_id=child_task_id(parent.task_id, sku),
-        )
-        jobs_store.create(child)
-        children.append(jobs_store.mark_started(child.task_id, stale_after=STALE).job)
+    parent, children = started_parent(jobs_store, ["A-1", "B-1"])
     assert sorted(jobs_store.child_ids(parent.task_id)) == sorted(c.task_id for c in children)
 
     assert jobs_store.mark_succeeded(children[0], result_key="k").applied
