@@ -149,7 +149,7 @@ def runtime_env(project_python: str) -> dict[str, str]:
     env.update(
         {
             "GATEWAY_LISTEN": f"{HOST}:{PORT}",
-            "GATEWAY_SERVER": "hypercorn",  # the default server binds 0.0.0.0
+            "GATEWAY_SERVER": "twisted",  # bound to HOST by the project's plugin, not 0.0.0.0
             "LOCALSTACK_HOST": f"{HOST}:{PORT}",  # URLs it returns must resolve offline
             "SQS_ENDPOINT_STRATEGY": "path",
             "DNS_ADDRESS": "0",  # no DNS server (it would bind port 53 on every interface)
