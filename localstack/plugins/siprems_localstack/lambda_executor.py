@@ -19,6 +19,7 @@ Settings (environment of the LocalStack process):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -91,14 +92,20 @@ class LocalProcessEndpoint(ExecutorEndpoint):
     more HTTP requests to LocalStack's gateway (logs, then response or error), each a pass
     through its whole HTTP layer (docs/PERFORMANCE.md, "Through the local stack")."""
 
-    @staticmethod
-    def _perform_invoke(invocation_url: str, proxies: dict, payload: dict) -> requests.Response:
+    @functools.cached_property
+    def session(self) -> requests.Session:
+        """One connection to the runtime, kept between invocations."""
+        return requests.Session()
+
+    def _perform_invoke(
+        self, invocation_url: str, proxies: dict, payload: dict
+    ) -> requests.Response:
         """Waits longer for the runtime's port than the default backoff (a timed-out runtime
         restarts itself), and never sends an invocation twice."""
         deadline = time.monotonic() + INVOKE_CONNECT_WAIT_S
         while True:
             try:
-                return requests.post(url=invocation_url, json=payload, proxies=proxies)  # noqa: S113
+                return self.session.post(url=invocation_url, json=payload, proxies=proxies)  # noqa: S113
             except requests.exceptions.ConnectionError as exc:
                 if not never_connected(exc) or time.monotonic() > deadline:
                     raise
