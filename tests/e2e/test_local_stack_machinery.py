@@ -81,6 +81,21 @@ def test_image_function_runs_from_its_source_with_the_local_endpoint(mini_app):
     assert 0 < result["remaining_ms"] <= 3000
 
 
+def test_localstack_listens_on_loopback_only(mini_app):
+    """LocalStack's twisted server would bind every interface; the project's plugin binds the
+    configured host, so the stack (no authentication of its own) is not on the network."""
+    port = int(stack.ENDPOINT.rsplit(":", 1)[1])
+    listening = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                local, state = row.split()[1], row.split()[3]
+                address, _, hex_port = local.rpartition(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    listening.append(address)
+    assert listening == ["0100007F"]  # 127.0.0.1, little-endian, and nothing else
+
+
 def test_function_timeout_is_enforced_and_the_environment_recovers(mini_app):
     lam = stack.client("lambda")
     answer = lam.invoke(
