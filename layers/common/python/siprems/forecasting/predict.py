@@ -10,7 +10,7 @@ called.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
@@ -57,6 +57,12 @@ class HorizonForecast:
     lower: np.ndarray  # interval_width bounds (chartData's lower/upper)
     upper: np.ndarray
     totals: np.ndarray  # one total demand over the horizon per sample path
+
+    def by_day(self, *columns: str) -> Iterator[tuple[Any, ...]]:
+        """(day, value of each named column) per day, as Python values: rounding numpy
+        scalars one by one costs more than the whole answer otherwise."""
+        values = [getattr(self, name).tolist() for name in columns]
+        return zip(self.days.tolist(), *values, strict=True)
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -164,19 +170,13 @@ def chart_data(
     names = model.holiday_names
 
     rows: list[dict[str, Any]] = []
-    # Python floats, not numpy scalars: rounding ~500 values a forecast adds up otherwise.
+    # Python floats, not numpy scalars (see HorizonForecast.by_day)
     fitted_values = np.asarray(fitted, dtype=float).tolist()
     for day, y, fit_value in zip(
         past_days.tolist(), actual_y[past].tolist(), fitted_values, strict=True
     ):
         rows.append(_row(day, y, fit_value, None, None, names))
-    for day, p50, lower, upper in zip(
-        horizon.days.tolist(),
-        horizon.p50.tolist(),
-        horizon.lower.tolist(),
-        horizon.upper.tolist(),
-        strict=True,
-    ):
+    for day, p50, lower, upper in horizon.by_day("p50", "lower", "upper"):
         rows.append(_row(day, actual_by_day.get(day), p50, lower, upper, names))
     return rows
 
@@ -189,13 +189,7 @@ def quantile_rows(horizon: HorizonForecast) -> list[dict[str, Any]]:
             "p50": _round(p50),
             "p90": _round(p90),
         }
-        for day, p10, p50, p90 in zip(
-            horizon.days.tolist(),
-            horizon.p10.tolist(),
-            horizon.p50.tolist(),
-            horizon.p90.tolist(),
-            strict=True,
-        )
+        for day, p10, p50, p90 in horizon.by_day("p10", "p50", "p90")
     ]
 
 
