@@ -88,7 +88,7 @@ def test_nightly_schedule_is_idempotent(app):
     again = invoke("train_all", event)
     assert again["parent_id"] == parent_id
     assert (again["created"], again["queued"]) == (0, 0)
-    assert len(app.items()) == items_before == 7
+    assert len(app.items()) == items_before == 1 + 6 + 1  # parent, children, SKU list shard
 
     app.drain()
     parent = app.services.store.get(parent_id)
@@ -173,7 +173,7 @@ def test_fan_out_writes_and_queues_each_child_once_and_a_rerun_adds_nothing(app)
     again = train_all(app.services, parent_id)
     assert (again.total, again.created, again.queued) == (123, 0, 0)
     assert queued_ids(app) == []
-    assert len(app.items()) == 124
+    assert len(app.items()) == 1 + 123 + 1  # the parent, its children, its SKU list's shard
 
 
 def test_a_fan_out_that_failed_part_way_is_finished_by_the_retry(app):
@@ -213,7 +213,7 @@ def test_a_fan_out_that_failed_part_way_is_finished_by_the_retry(app):
     assert (retry.total, retry.created, retry.queued) == (120, 0, 118)
     assert sorted(queued_ids(app)) == sorted(expected - {running, finished})
     assert services.store.get(finished).status.value == "SUCCESS"
-    assert len(app.items()) == 121
+    assert len(app.items()) == 1 + 120 + 1
     assert train_all(services, parent_id).queued == 0  # and now it is done
 
 
@@ -229,7 +229,9 @@ def test_a_run_stopped_part_way_is_taken_over_when_its_lease_runs_out(app):
     parent_id, expected = derived_parent(app, 30)
     skus = [f"DRV-{i:05d}" for i in range(30)]
     lease = FanOutLease(owner="killed-run", until=utc_now() + timedelta(seconds=1))
-    assert app.services.store.start_parent(parent_id, skus=skus, lease=lease).applied
+    store = app.services.store
+    expires_at = store.get(parent_id).expires_at
+    assert store.start_parent(parent_id, skus=skus, lease=lease, expires_at=expires_at).applied
 
     waits = []
 
@@ -254,9 +256,11 @@ def test_a_second_run_while_the_lease_is_held_fails_to_be_retried_and_writes_not
     parent_id, _ = derived_parent(app, 30)
     skus = [f"DRV-{i:05d}" for i in range(30)]
     lease = FanOutLease(owner="busy-run", until=utc_now() + timedelta(minutes=2))
-    assert app.services.store.start_parent(parent_id, skus=skus, lease=lease).applied
+    store = app.services.store
+    expires_at = store.get(parent_id).expires_at
+    assert store.start_parent(parent_id, skus=skus, lease=lease, expires_at=expires_at).applied
 
     with pytest.raises(fanout.FanOutInProgressError):
         fanout.train_all(app.services, parent_id, seconds_left=lambda: 5, sleep=lambda s: None)
     assert queued_ids(app) == []
-    assert len(app.items()) == 1
+    assert len(app.items()) == 2  # the parent and the shard of its SKU list

@@ -108,7 +108,7 @@ def test_a_redriven_trigger_invokes_train_all_once_with_its_payload_and_is_safe_
     # fan-out done, creates and queues nothing.
     assert invoke("worker", event) == {"batchItemFailures": []}
     assert app.invoked == [payload, payload]
-    assert len(app.items()) == items == KIEL_SKUS + 1
+    assert len(app.items()) == items == 1 + KIEL_SKUS + 1  # parent, children, SKU list shard
     assert queued_children(app) == children
 
 

@@ -369,7 +369,10 @@ def test_a_redriven_train_all_child_is_acknowledged_without_work(app):
     parent = Job.new(JobType.TRAIN_ALL)
     store.create(parent)
     lease = FanOutLease(owner="test-run", until=utc_now() + timedelta(minutes=5))
-    assert store.start_parent(parent.task_id, skus=["BRD-001"], lease=lease).applied
+    started = store.start_parent(
+        parent.task_id, skus=["BRD-001"], lease=lease, expires_at=parent.expires_at
+    )
+    assert started.applied
     child = Job.new(
         JobType.TRAIN,
         product_sku="BRD-001",

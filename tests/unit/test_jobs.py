@@ -139,7 +139,7 @@ def test_a_finishing_worker_gets_the_job_as_stored_without_reading_it_back(jobs_
     if child:
         parent = Job.new(JobType.TRAIN_ALL)
         jobs_store.create(parent)
-        assert jobs_store.start_parent(parent.task_id, skus=["A-1", "B-1"], lease=lease()).applied
+        assert start(jobs_store, parent, ["A-1", "B-1"]).applied
         parent_id = parent.task_id
     jobs = []
     for sku in ("A-1", "B-1"):
@@ -233,7 +233,7 @@ def started_parent(jobs_store, skus: list[str], **kw) -> tuple[Job, list[Job]]:
     """A train_all parent started with ``skus``, and its children, each STARTED."""
     parent = Job.new(JobType.TRAIN_ALL, **kw)
     jobs_store.create(parent)
-    assert jobs_store.start_parent(parent.task_id, skus=skus, lease=lease()).applied
+    assert start(jobs_store, parent, skus).applied
     children = []
     for sku in skus:
         child = Job.new(
@@ -291,8 +291,9 @@ def test_listings_from_the_status_index_show_whole_jobs_without_results(jobs_sto
     assert success["task_id"] == children[0].task_id and "result_gz" not in success
     assert "result_gz" in table.get_item(Key={"task_id": children[0].task_id})["Item"]
     (parent_item,) = [i for i in index_items(JobStatus.STARTED) if "children_total" in i]
-    assert not {"skus_gz", "fanout_owner", "fanout_until"} & set(parent_item)
-    assert "skus_gz" in table.get_item(Key={"task_id": parent.task_id})["Item"]
+    where_skus_are = {"skus_owner", "skus_shards"}
+    assert not (where_skus_are | {"fanout_owner", "fanout_until"}) & set(parent_item)
+    assert where_skus_are <= set(table.get_item(Key={"task_id": parent.task_id})["Item"])
     assert jobs_store.get(children[0].task_id).result == {"sku": "A-1", "accuracy": 91.5}
 
 
@@ -324,14 +325,19 @@ def lease(owner: str = "run-1", seconds: float = 60) -> FanOutLease:
     return FanOutLease(owner=owner, until=datetime.now(UTC) + timedelta(seconds=seconds))
 
 
+def start(jobs_store, parent: Job, skus: list[str], run: FanOutLease | None = None):
+    """``parent`` started by the run holding ``run`` (run-1's lease for a minute)."""
+    return jobs_store.start_parent(
+        parent.task_id, skus=skus, lease=run or lease(), expires_at=parent.expires_at
+    )
+
+
 def test_parent_starts_once_and_its_first_run_holds_the_fan_out_lease(jobs_store):
     parent = Job.new(JobType.TRAIN_ALL)
     jobs_store.create(parent)
     assert jobs_store.fan_out_state(parent.task_id).skus is None
-    assert jobs_store.start_parent(parent.task_id, skus=["A-1"], lease=lease("run-1")).applied
-    assert not jobs_store.start_parent(
-        parent.task_id, skus=["A-1", "B-1"], lease=lease("run-2")
-    ).applied
+    assert start(jobs_store, parent, ["A-1"], lease("run-1")).applied
+    assert not start(jobs_store, parent, ["A-1", "B-1"], lease("run-2")).applied
     state = jobs_store.fan_out_state(parent.task_id)
     assert (state.status, state.skus, state.owner, state.fanned_out) == (
         JobStatus.STARTED,
@@ -347,7 +353,7 @@ def test_parent_starts_once_and_its_first_run_holds_the_fan_out_lease(jobs_store
 def test_fan_out_lease_is_taken_over_once_and_only_when_it_ran_out(jobs_store):
     parent = Job.new(JobType.TRAIN_ALL)
     jobs_store.create(parent)
-    jobs_store.start_parent(parent.task_id, skus=["A-1"], lease=lease("run-1", seconds=60))
+    start(jobs_store, parent, ["A-1"], lease("run-1", seconds=60))
     held = jobs_store.fan_out_state(parent.task_id)
     now = datetime.now(UTC)
     assert not jobs_store.take_fan_out_lease(
@@ -374,7 +380,7 @@ def test_fan_out_lease_is_taken_over_once_and_only_when_it_ran_out(jobs_store):
 def test_a_released_lease_can_be_taken_at_once(jobs_store):
     parent = Job.new(JobType.TRAIN_ALL)
     jobs_store.create(parent)
-    jobs_store.start_parent(parent.task_id, skus=["A-1"], lease=lease("run-1", seconds=600))
+    start(jobs_store, parent, ["A-1"], lease("run-1", seconds=600))
     assert jobs_store.release_fan_out_lease(parent.task_id, lease=lease("run-1"))
     released = jobs_store.fan_out_state(parent.task_id)
     now = datetime.now(UTC) + timedelta(milliseconds=5)
@@ -455,21 +461,161 @@ def test_a_known_product_is_not_looked_up_again_until_its_time_is_up():
     assert lookups.count("BRD-001") == 2
 
 
-def test_a_parent_holds_a_sku_list_larger_than_a_plain_item_could(jobs_store):
-    """40,000 random 10-character SKUs are ~480 KB as a list, over DynamoDB's 400 KB item
-    limit (which moto does not enforce on updates); compressed they fit, and read back
-    unchanged."""
+def random_skus(count: int, length: int = 10, seed: int = 7) -> list[str]:
     import random
 
     alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
-    draw = random.Random(7)  # noqa: S311 - test data, not a secret
-    skus = sorted("".join(draw.choice(alphabet) for _ in range(10)) for _ in range(40_000))
+    draw = random.Random(seed)  # noqa: S311 - test data, not a secret
+    return sorted("".join(draw.choice(alphabet) for _ in range(length)) for _ in range(count))
+
+
+def test_a_100000_sku_list_survives_in_shards_and_the_parent_item_stays_small(jobs_store):
+    """100,000 random 10-character SKUs are ~1.2 MB as a list, three times DynamoDB's 400 KB
+    item limit: they are kept in shard items beside the parent and read back whole, in
+    order, while the parent, which every child's completion updates (billed by its whole
+    size, 1 KB a write unit), stays under 2 KB."""
+    import json
+
+    import boto3
+    from siprems.jobs.store import SKUS_PER_SHARD
+
+    skus = random_skus(100_000)
+    parent = Job.new(JobType.TRAIN_ALL, params={"trigger": "schedule"}, requested_by="schedule")
+    jobs_store.create(parent)
+    assert start(jobs_store, parent, skus).applied
+    state = jobs_store.fan_out_state(parent.task_id)
+    assert state.skus == skus
+    assert state.parent.children.total == 100_000
+
+    client = boto3.client("dynamodb")
+    raw = client.get_item(TableName=jobs_store.table_name, Key={"task_id": {"S": parent.task_id}})
+    item = raw["Item"]
+    shards = 100_000 // SKUS_PER_SHARD
+    assert (item["skus_owner"]["S"], item["skus_shards"]["N"]) == ("run-1", str(shards))
+    assert "skus_gz" not in item
+    # Its wire form (type tags, quotes) is larger than the size DynamoDB bills.
+    assert len(json.dumps(item)) < 2_000
+    last = client.get_item(
+        TableName=jobs_store.table_name,
+        Key={"task_id": {"S": f"{parent.task_id}#skus#run-1#{shards - 1}"}},
+    )["Item"]
+    assert last["expires_at"]["N"] == str(parent.expires_at)  # TTL removes it with the parent
+
+
+def test_a_shard_of_the_longest_skus_is_under_the_item_limit_even_uncompressed(jobs_store):
+    """The SKU column is at most 64 characters; outside the BMP each is 12 bytes of JSON.
+    A shard of such SKUs is under DynamoDB's 400 KB before compression (128 KB after)."""
+    import json
+    import random
+
+    from siprems.jobs.store import SKUS_PER_SHARD
+
+    draw = random.Random(3)  # noqa: S311 - test data, not a secret
+    skus = sorted(
+        "".join(chr(draw.randrange(0x10000, 0x10FFFF)) for _ in range(64))
+        for _ in range(SKUS_PER_SHARD + 1)
+    )
+    assert 300_000 < len(json.dumps(skus[:SKUS_PER_SHARD])) < 400 * 1024 - 1_000
     parent = Job.new(JobType.TRAIN_ALL)
     jobs_store.create(parent)
-    assert jobs_store.start_parent(parent.task_id, skus=skus, lease=lease()).applied
+    assert start(jobs_store, parent, skus).applied  # two shards
     assert jobs_store.fan_out_state(parent.task_id).skus == skus
-    assert jobs_store.get(parent.task_id).children.total == 40_000
-    raw = jobs_store._client.get_item(
-        TableName=jobs_store.table_name, Key={"task_id": parent.task_id}
+
+
+def test_a_losing_concurrent_start_leaves_the_winners_list_as_the_one_read(jobs_store):
+    """Two runs read the product list at different times and both write their shards before
+    the conditional start: only the winner's shards are named by the parent."""
+    parent = Job.new(JobType.TRAIN_ALL)
+    jobs_store.create(parent)
+    winner, loser = random_skus(1_200, seed=1), random_skus(1_700, seed=2)
+    assert start(jobs_store, parent, winner, lease("run-a")).applied
+    lost = start(jobs_store, parent, loser, lease("run-b"))
+    assert lost.outcome is Outcome.CONFLICT and lost.job.children.total == 1_200
+    state = jobs_store.fan_out_state(parent.task_id)
+    assert (state.skus, state.owner) == (winner, "run-a")
+    # The loser's shards exist, unreferenced, until their TTL.
+    loser_shard = jobs_store._client.get_item(
+        TableName=jobs_store.table_name, Key={"task_id": f"{parent.task_id}#skus#run-b#3"}
     )
-    assert len(raw["Item"]["skus_gz"].value) < 300_000
+    assert "Item" in loser_shard
+
+
+def test_shard_items_are_neither_jobs_by_status_nor_children(jobs_store):
+    parent = Job.new(JobType.TRAIN_ALL)
+    jobs_store.create(parent)
+    assert start(jobs_store, parent, random_skus(1_001)).applied  # three shards
+    children = []
+    for sku in ("A-1", "B-1"):
+        child = Job.new(
+            JobType.TRAIN,
+            product_sku=sku,
+            parent_id=parent.task_id,
+            task_id=child_task_id(parent.task_id, sku),
+        )
+        jobs_store.create(child)
+        children.append(child.task_id)
+    listed = [j.task_id for s in JobStatus for j in jobs_store.list_by_status(s, limit=100)]
+    assert sorted(listed) == sorted([parent.task_id, *children])
+    assert sum(jobs_store.count_by_status(s) for s in JobStatus) == 3
+    assert sorted(jobs_store.child_ids(parent.task_id)) == sorted(children)
+    assert len(jobs_store.fan_out_state(parent.task_id).skus) == 1_001
+
+
+def test_what_dynamodb_leaves_unprocessed_is_sent_again(jobs_store, monkeypatch):
+    """BatchWriteItem and BatchGetItem may process part of a request (throttling, a read's
+    16 MB answer limit): the rest is sent again."""
+    client = jobs_store._client
+    table = jobs_store.table_name
+    partial = {"batch_write_item": 0, "batch_get_item": 0}
+
+    def first_call_leaves_the_last_one(operation):
+        real = getattr(client, operation)
+
+        def call(RequestItems):
+            request = RequestItems[table]
+            if partial[operation]:
+                return real(RequestItems=RequestItems)
+            partial[operation] += 1
+            if operation == "batch_write_item":
+                real(RequestItems={table: request[:-1]})
+                return {"UnprocessedItems": {table: request[-1:]}}
+            answer = real(RequestItems={table: {**request, "Keys": request["Keys"][:-1]}})
+            return {**answer, "UnprocessedKeys": {table: {**request, "Keys": request["Keys"][-1:]}}}
+
+        monkeypatch.setattr(client, operation, call)
+
+    first_call_leaves_the_last_one("batch_write_item")
+    first_call_leaves_the_last_one("batch_get_item")
+    parent = Job.new(JobType.TRAIN_ALL)
+    jobs_store.create(parent)
+    skus = random_skus(1_500)  # three shards
+    assert start(jobs_store, parent, skus).applied
+    assert jobs_store.fan_out_state(parent.task_id).skus == skus
+    assert partial == {"batch_write_item": 1, "batch_get_item": 1}
+
+
+def test_a_parent_started_with_its_list_in_its_item_reads_as_before(jobs_store):
+    """Parents started before the list moved to shard items keep it in ``skus_gz``."""
+    parent = Job.new(JobType.TRAIN_ALL)
+    jobs_store.create(parent)
+    jobs_store._client.update_item(
+        TableName=jobs_store.table_name,
+        Key={"task_id": parent.task_id},
+        UpdateExpression="SET #s = :started, skus_gz = :skus, children_total = :n",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":started": "STARTED", ":skus": pack_json(["A-1"]), ":n": 1},
+    )
+    assert jobs_store.fan_out_state(parent.task_id).skus == ["A-1"]
+
+
+def test_a_list_whose_shards_are_gone_is_a_clear_error(jobs_store):
+    from siprems.errors import NotFoundError
+
+    parent = Job.new(JobType.TRAIN_ALL)
+    jobs_store.create(parent)
+    assert start(jobs_store, parent, random_skus(600)).applied
+    jobs_store._client.delete_item(
+        TableName=jobs_store.table_name, Key={"task_id": f"{parent.task_id}#skus#run-1#1"}
+    )
+    with pytest.raises(NotFoundError, match="1 of 2 shards"):
+        jobs_store.fan_out_state(parent.task_id)

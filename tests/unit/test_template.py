@@ -110,7 +110,6 @@ IAM_ACTIONS = {
         "dynamodb:DeleteItem",
         "dynamodb:ConditionCheckItem",
     },
-    "dynamodb:BatchGetItem": {"dynamodb:GetItem"},
     "sqs:SendMessageBatch": {"sqs:SendMessage"},
     # the redrive reads the dead-letter queue and sends to the jobs queue with the caller's role
     "sqs:StartMessageMoveTask": {
@@ -345,6 +344,20 @@ def test_each_role_reaches_only_what_its_function_uses(transformed):
             assert reached <= used, (folder, "uses none of", reached - used)
 
 
+def test_train_all_may_batch_write_and_read_the_jobs_table(transformed):
+    """The fan-out writes children and its SKU list's shards with BatchWriteItem and reads
+    the shards back with BatchGetItem: IAM actions of their own (a GetItem or PutItem grant
+    does not cover them), on the jobs table only."""
+    _, _, role = function_roles(transformed)["train_all"]
+    on_table = set()
+    for statement, _ in statements_of(role):
+        if references(statement["Resource"]) == {"JobsTable"}:
+            on_table |= set(as_list(statement["Action"]))
+    batch = {"dynamodb:BatchWriteItem", "dynamodb:BatchGetItem"}
+    assert batch <= code_actions("train_all")
+    assert batch <= on_table
+
+
 def test_a_failed_train_all_event_goes_to_the_jobs_dlq_and_comes_back_through_the_worker(
     transformed,
 ):
@@ -574,12 +587,15 @@ def test_failure_alarm_watches_the_metric_the_worker_emits(template):
 
 # --- the jobs table's status index ---------------------------------------------------------------
 # Attributes of a job item no listing shows (JobStore.list_by_status -> job_view, the status
-# page's failures): results and a train_all parent's SKU list are large, and with them in the
-# index each of their writes would be paid twice; the rest is read through JobStore.get only.
+# page's failures): results and the SKU list that parents started before its shard items kept
+# (skus_gz) are large, and with them in the index each of their writes would be paid twice;
+# the rest is read through JobStore.get only.
 NOT_IN_STATUS_INDEX = {
     "result_gz",
     "result_key",
     "skus_gz",
+    "skus_owner",
+    "skus_shards",
     "fanout_owner",
     "fanout_until",
     "fanned_out_at",
@@ -588,7 +604,14 @@ NOT_IN_STATUS_INDEX = {
     "dead_lettered",
 }
 # What JobStore writes on a train_all parent besides a Job's own fields.
-PARENT_ATTRIBUTES = {"skus_gz", "fanout_owner", "fanout_until", "fanned_out_at"}
+PARENT_ATTRIBUTES = {
+    "skus_gz",  # read on parents started before the list moved to shard items
+    "skus_owner",
+    "skus_shards",
+    "fanout_owner",
+    "fanout_until",
+    "fanned_out_at",
+}
 LEGACY_STATUS_INDEX = "by_status"  # projection ALL, in stacks created before by_status_summary
 
 
@@ -613,7 +636,7 @@ def test_status_index_projects_what_listings_show_and_no_result_or_sku_list(temp
     assert index["Projection"]["ProjectionType"] == "INCLUDE"
     projected = keys | set(index["Projection"]["NonKeyAttributes"])
     assert projected == job_item_attributes() - NOT_IN_STATUS_INDEX
-    assert not projected & {"result_gz", "result_key", "skus_gz"}
+    assert not projected & {"result_gz", "result_key", "skus_owner", "skus_shards", "skus_gz"}
     # DynamoDB's quota on projected non-key attributes over all of a table's indexes: 100
     # now, 20 in older quotas (the legacy index projects ALL, which does not count).
     assert sum(len(i["Projection"].get("NonKeyAttributes", [])) for i in indexes) <= 20

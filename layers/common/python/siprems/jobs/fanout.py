@@ -3,7 +3,8 @@
 The nightly schedule and ``POST /api/tasks/training/all`` both end here. Safe to run twice
 (Lambda retries asynchronous invocations, EventBridge may deliver twice): the parent id of a
 scheduled run derives from the schedule tick, child ids derive from (parent, SKU), and the
-SKU list is frozen on the parent by the run that starts it.
+SKU list is frozen by the run that starts the parent (in shard items the parent names, see
+``JobStore.start_parent``): every later run, and one that takes over, reads that list.
 
 That run also takes a lease on the fan-out until its own deadline: while it holds it, no
 child exists but those it wrote, so it writes them with BatchWriteItem (25 a request, no
@@ -95,7 +96,9 @@ def train_all(
     if state.skus is None:
         with services.sales.repository() as sales:
             skus = sorted(sales.list_skus())
-        started = store.start_parent(parent_id, skus=skus, lease=lease)
+        started = store.start_parent(
+            parent_id, skus=skus, lease=lease, expires_at=parent.expires_at
+        )
         if started.applied:
             return _fan_out(services, parent, skus, lease, conditional=False)
         if started.outcome is Outcome.TERMINAL:

@@ -10,7 +10,9 @@ A train_all parent keeps atomic counters of its children (``children_total``, ``
 ``_succeeded``, ``_failed``, ``_revoked``). A child's final transition and its parent's
 counter change are one transaction, so a crash between them cannot lose a count. Its
 children are created unconditionally in batches only by the run holding the parent's
-fan-out lease (``FanOutLease``; see siprems.jobs.fanout).
+fan-out lease (``FanOutLease``; see siprems.jobs.fanout). Its frozen SKU list is kept out of
+its item, in shard items of the same table (``start_parent``), so that the parent stays
+small: DynamoDB bills each of those counter updates by the whole item's size.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from siprems.errors import StorageUnavailableError
+from siprems.errors import NotFoundError, StorageUnavailableError
 from siprems.jobs.model import (
     TERMINAL,
     Job,
@@ -41,7 +43,14 @@ from siprems.jobs.model import (
 
 STATUS_INDEX = "by_status_summary"
 DYNAMODB_BATCH_LIMIT = 25  # items per BatchWriteItem
+DYNAMODB_BATCH_GET_LIMIT = 100  # keys per BatchGetItem
 PARENT_INDEX = "by_parent"
+# SKUs per shard item of a parent's frozen list. The sales database's SKUs are at most 64
+# characters; in the JSON that pack_json compresses, a character outside the BMP is 12 bytes
+# (a \uXXXX surrogate pair), so 500 of the longest take 386 KB even if nothing compressed:
+# under DynamoDB's 400 KB item limit in the worst case (they pack to ~128 KB). 500 random
+# 10-character SKUs pack to ~4 KB.
+SKUS_PER_SHARD = 500
 
 _NAMES = {"#s": "status"}
 
@@ -280,16 +289,37 @@ class JobStore:
         return self._finish(job, JobStatus.REVOKED, owned=False)
 
     # --- train_all parents --------------------------------------------------------------------
-    def start_parent(self, parent_id: str, *, skus: list[str], lease: FanOutLease) -> Transition:
-        """PENDING -> STARTED with the child list and counters, before any child is queued,
-        so that no child can finish before its parent knows the total. The run that applies
-        it holds the fan-out lease: until ``lease.until`` no other run writes children."""
+    def start_parent(
+        self, parent_id: str, *, skus: list[str], lease: FanOutLease, expires_at: int
+    ) -> Transition:
+        """PENDING -> STARTED with the counters, before any child is queued, so that no child
+        can finish before its parent knows the total. The run that applies it holds the
+        fan-out lease: until ``lease.until`` no other run writes children.
+
+        The SKU list is written first, in shards of ``SKUS_PER_SHARD`` named by this run
+        (``lease.owner``, unique per run) and expiring with the parent (``expires_at``), and
+        the start records whose shards and how many. A run that loses the start (another run
+        started the parent first) leaves its shards unreferenced, to TTL."""
+        shards = [skus[i : i + SKUS_PER_SHARD] for i in range(0, len(skus), SKUS_PER_SHARD)]
+        self._put_new_items(
+            [
+                # No status and no parent_id: a shard is in neither index.
+                {
+                    "task_id": sku_shard_id(parent_id, lease.owner, k),
+                    "skus_gz": pack_json(shard),
+                    "expires_at": expires_at,
+                }
+                for k, shard in enumerate(shards)
+            ],
+            what="SKU list shards",
+        )
         n = len(skus)
         now = iso(utc_now())
         return self._update(
             parent_id,
             update=(
-                "SET #s = :started, started_at = :now, updated_at = :now, skus_gz = :skus,"
+                "SET #s = :started, started_at = :now, updated_at = :now,"
+                " skus_owner = :owner, skus_shards = :shards,"
                 " children_total = :n, children_pending = :n, children_succeeded = :zero,"
                 " children_failed = :zero, children_revoked = :zero,"
                 " fanout_owner = :owner, fanout_until = :until ADD attempts :one"
@@ -299,7 +329,7 @@ class JobStore:
                 ":started": JobStatus.STARTED.value,
                 ":pending": JobStatus.PENDING.value,
                 ":now": now,
-                ":skus": pack_json(skus),
+                ":shards": len(shards),
                 ":n": n,
                 ":zero": 0,
                 ":one": 1,
@@ -309,19 +339,47 @@ class JobStore:
         )
 
     def fan_out_state(self, parent_id: str) -> FanOutState | None:
-        """A train_all parent and its fan-out (None if there is none), in one read."""
+        """A train_all parent and its fan-out (None if there is none): the parent's item,
+        then its SKU list's shards."""
         response = self._call("get_item", Key={"task_id": parent_id}, ConsistentRead=True)
         item = response.get("Item")
         if item is None:
             return None
-        skus = item.get("skus_gz")
         return FanOutState(
             parent=Job.from_item(item),
-            skus=list(unpack_json(skus)) if skus is not None else None,
+            skus=self._frozen_skus(parent_id, item),
             owner=item.get("fanout_owner"),
             lease_until=item.get("fanout_until"),
             fanned_out=bool(item.get("fanned_out_at")),
         )
+
+    def _frozen_skus(self, parent_id: str, item: dict[str, Any]) -> list[str] | None:
+        """The list the run that started the parent wrote (None before it started), in order."""
+        if "skus_gz" in item:  # a parent started before the list moved to shard items
+            return list(unpack_json(item["skus_gz"]))
+        owner = item.get("skus_owner")
+        if owner is None:
+            return None
+        keys = [sku_shard_id(parent_id, owner, k) for k in range(int(item["skus_shards"]))]
+        shards: dict[str, Any] = {}
+        for start in range(0, len(keys), DYNAMODB_BATCH_GET_LIMIT):
+            request = {
+                "Keys": [
+                    {"task_id": key} for key in keys[start : start + DYNAMODB_BATCH_GET_LIMIT]
+                ],
+                "ConsistentRead": True,
+            }
+            for shard in self._batch("batch_get_item", request, what="SKU list shards"):
+                shards[shard["task_id"]] = shard["skus_gz"]
+        missing = [key for key in keys if key not in shards]
+        if missing:
+            # Only past the parent's expiry: TTL deletes the parent and its shards, not at once.
+            raise NotFoundError(
+                f"train_all parent {parent_id}: {len(missing)} of {len(keys)} shards of its "
+                "SKU list are gone",
+                task_id=parent_id,
+            )
+        return [sku for key in keys for sku in unpack_json(shards[key])]
 
     def take_fan_out_lease(
         self, parent_id: str, *, lease: FanOutLease, expired: FanOutState, now: datetime
@@ -380,26 +438,40 @@ class JobStore:
             return False
         return True
 
-    def put_new_children(self, children: list[Job], *, attempts: int = 5) -> None:
-        """Write children that cannot exist yet (their parent's fan-out lease is held) with
-        BatchWriteItem, 25 a request: unconditional, hence only under the lease. Items
-        DynamoDB leaves unprocessed (throttling) are resent with backoff."""
-        for start in range(0, len(children), DYNAMODB_BATCH_LIMIT):
-            pending = [
-                {"PutRequest": {"Item": _dynamo(child.to_item())}}
-                for child in children[start : start + DYNAMODB_BATCH_LIMIT]
-            ]
-            for attempt in range(attempts):
-                response = self._client.batch_write_item(RequestItems={self.table_name: pending})
-                pending = response.get("UnprocessedItems", {}).get(self.table_name, [])
-                if not pending:
-                    break
-                time.sleep(0.05 * 2**attempt)
-            if pending:
-                raise StorageUnavailableError(
-                    f"DynamoDB left {len(pending)} children of a batch unwritten "
-                    f"after {attempts} attempts"
-                )
+    def put_new_children(self, children: list[Job]) -> None:
+        """Write children that cannot exist yet (their parent's fan-out lease is held)."""
+        self._put_new_items([child.to_item() for child in children], what="children")
+
+    def _put_new_items(self, items: list[dict[str, Any]], *, what: str) -> None:
+        """BatchWriteItem, 25 a request: unconditional, hence only for items no one else
+        writes (new children under the lease, a run's own SKU list shards)."""
+        for start in range(0, len(items), DYNAMODB_BATCH_LIMIT):
+            self._batch(
+                "batch_write_item",
+                [
+                    {"PutRequest": {"Item": _dynamo(item)}}
+                    for item in items[start : start + DYNAMODB_BATCH_LIMIT]
+                ],
+                what=what,
+            )
+
+    def _batch(self, operation: str, request: Any, *, what: str, attempts: int = 5) -> list:
+        """One batch request on the table: what DynamoDB leaves unprocessed (throttling, or
+        a read's 16 MB answer limit) is sent again with backoff. Returns the items read."""
+        unprocessed = "UnprocessedKeys" if operation == "batch_get_item" else "UnprocessedItems"
+        read: list[dict[str, Any]] = []
+        pending = {self.table_name: request}
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(0.05 * 2 ** (attempt - 1))
+            response = self._call(operation, RequestItems=pending)
+            read += response.get("Responses", {}).get(self.table_name, [])
+            pending = response.get(unprocessed) or {}
+            if not pending:
+                return read
+        raise StorageUnavailableError(
+            f"DynamoDB left part of a batch of {what} unprocessed after {attempts} attempts"
+        )
 
     def finalize_parent(self, parent_id: str) -> Transition:
         """STARTED -> SUCCESS (every child succeeded) or FAILURE, once no child is pending.
@@ -555,7 +627,7 @@ class JobStore:
         return _classified(job, busy_if_started)
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
-        if operation != "transact_write_items":
+        if not operation.startswith(("batch_", "transact_")):  # these name tables per item
             kwargs["TableName"] = self.table_name
         try:
             return getattr(self._client, operation)(**kwargs)
@@ -572,6 +644,12 @@ class JobStore:
             raise StorageUnavailableError(
                 f"DynamoDB {operation} on {self.table_name} failed: {exc}"
             ) from exc
+
+
+def sku_shard_id(parent_id: str, owner: str, k: int) -> str:
+    """The key of shard ``k`` of the SKU list written by run ``owner`` ('#' is not in any
+    task id the API accepts, so no request reads or writes a shard as a job)."""
+    return f"{parent_id}#skus#{owner}#{k}"
 
 
 def _written(job: Job, written: dict[str, Any], remove: tuple[str, ...]) -> Job:
