@@ -229,13 +229,16 @@ def test_list_by_status_uses_the_index_newest_first(jobs_store):
     assert [j.task_id for j in jobs_store.list_by_status(JobStatus.STARTED)] == [jobs[1].task_id]
 
 
-def started_parent(jobs_store, skus: list[str], **kw) -> tuple[Job, list[Job]]:
-    """A train_all parent started with ``skus``, and its children, each STARTED."""
+def started_parent(
+    jobs_store, skus: list[str], children_of: list[str] | None = None, **kw
+) -> tuple[Job, list[Job]]:
+    """A train_all parent started with ``skus``, and its children (of ``children_of``, by
+    default every SKU), each STARTED."""
     parent = Job.new(JobType.TRAIN_ALL, **kw)
     jobs_store.create(parent)
     assert start(jobs_store, parent, skus).applied
     children = []
-    for sku in skus:
+    for sku in skus if children_of is None else children_of:
         child = Job.new(
             JobType.TRAIN,
             product_sku=sku,
@@ -541,19 +544,9 @@ def test_a_losing_concurrent_start_leaves_the_winners_list_as_the_one_read(jobs_
 
 
 def test_shard_items_are_neither_jobs_by_status_nor_children(jobs_store):
-    parent = Job.new(JobType.TRAIN_ALL)
-    jobs_store.create(parent)
-    assert start(jobs_store, parent, random_skus(1_001)).applied  # three shards
-    children = []
-    for sku in ("A-1", "B-1"):
-        child = Job.new(
-            JobType.TRAIN,
-            product_sku=sku,
-            parent_id=parent.task_id,
-            task_id=child_task_id(parent.task_id, sku),
-        )
-        jobs_store.create(child)
-        children.append(child.task_id)
+    skus = random_skus(1_001)  # three shards
+    parent, started = started_parent(jobs_store, skus, children_of=skus[:2])
+    children = [child.task_id for child in started]
     listed = [j.task_id for s in JobStatus for j in jobs_store.list_by_status(s, limit=100)]
     assert sorted(listed) == sorted([parent.task_id, *children])
     assert sum(jobs_store.count_by_status(s) for s in JobStatus) == 3
