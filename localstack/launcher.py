@@ -199,6 +199,9 @@ def start(timeout_s: float) -> None:
     project_python = str(ROOT / ".venv" / "bin" / "python")
     if not os.access(project_python, os.X_OK):
         sys.exit(f"{project_python} missing: run scripts/bootstrap.sh first")
+    # Nothing persists between LocalStack runs: the function code it unzipped under tmp last
+    # time (a copy per function and layer version, ~10 MB each) belongs to no function now.
+    shutil.rmtree(STATE / "tmp", ignore_errors=True)
     for folder in ("fs", "tmp", "functions"):
         (STATE / folder).mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
