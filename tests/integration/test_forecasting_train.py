@@ -14,12 +14,13 @@ import pandas as pd
 import pytest
 from siprems.forecasting.events import holiday_frame
 from siprems.forecasting.options import ForecastOptions
-from siprems.forecasting.preprocess import sales_frame, training_frame
+from siprems.forecasting.preprocess import sales_frame, to_original_scale, training_frame
 from siprems.forecasting.train import (
     FeatureMatrix,
     FitState,
     add_conditions,
     build_model,
+    correction_factor,
     fit,
     holdout_backtest,
     holidays_near,
@@ -195,6 +196,25 @@ def test_kernel_correction_factor_matches_prophets_predict(kiel, tmp_path):
     kernel_yhat = kernel_of(trained).point(history["ds"].to_numpy(), history["promo"].to_numpy())
     assert np.allclose(kernel_yhat, prophet_yhat, rtol=0, atol=1e-9)
     assert options.correction_min <= trained.correction_factor <= options.correction_max
+
+    # the factor is median(actual / fitted) over the training days, or over the last
+    # ``correction_window_days`` of them (calendar days), from Prophet's own fit
+    days, actual = history["ds"], to_original_scale(trained.model.history["y"].to_numpy(), options)
+    fitted = to_original_scale(prophet_yhat, options)
+
+    def median_ratio(since: pd.Timestamp) -> float:
+        kept = (days >= since).to_numpy() & (actual > 0) & (fitted > 0)
+        ratio = float(np.median(actual[kept] / fitted[kept]))
+        return float(np.clip(ratio, options.correction_min, options.correction_max))
+
+    assert trained.correction_factor == pytest.approx(median_ratio(days.iloc[0]), abs=1e-9)
+    windowed = dataclasses.replace(
+        trained, options=dataclasses.replace(options, correction_window_days=56)
+    )
+    since = days.iloc[-1] - pd.Timedelta(days=55)
+    factor = correction_factor(windowed, trained.model.history, kernel_yhat)
+    assert factor == pytest.approx(median_ratio(since), abs=1e-9)
+    assert factor != pytest.approx(trained.correction_factor, abs=1e-6)
 
 
 def test_holdout_window_starting_before_the_cutoff_is_covered(kiel, tmp_path):

@@ -394,10 +394,13 @@ def fit(
             "features": features,
         },
     )
-    if options.correction_factor:
-        trained.correction_factor = correction_factor(trained, data)
-    if options.recent_level_days:
-        trained.recent_level = recent_level(trained, data)
+    if options.correction_factor or options.recent_level_days:
+        # both read the fit over the training days: computed once
+        point = kernel_of(trained).point(data["ds"].to_numpy(), _promo(data))
+        if options.correction_factor:
+            trained.correction_factor = correction_factor(trained, data, point)
+        if options.recent_level_days:
+            trained.recent_level = recent_level(trained, data, point)
     return trained
 
 
@@ -672,15 +675,16 @@ def holidays_near(model: Prophet, days: pd.Series) -> Iterator[None]:
         model.holidays = holidays
 
 
-def correction_factor(trained: TrainedModel, data: pd.DataFrame) -> float:
-    """median(actual / fitted) over the training days (or the last ``correction_window_days``
-    of them), clamped to the configured bounds. Fitted values come from the numpy kernel
-    (Prophet's ``predict`` to rounding error, without rebuilding its feature frames)."""
+def correction_factor(trained: TrainedModel, data: pd.DataFrame, point: np.ndarray) -> float:
+    """median(actual / fitted) over the training days ``data`` (or the last
+    ``correction_window_days`` of them), clamped to the configured bounds. ``point``: the fit
+    on each of ``data``'s days (model scale), from the numpy kernel (Prophet's ``predict`` to
+    rounding error, without rebuilding its feature frames)."""
     options = trained.options
     if options.correction_window_days:
         start = data["ds"].iloc[-1] - pd.Timedelta(days=options.correction_window_days - 1)
-        data = data[data["ds"] >= start]
-    point = kernel_of(trained).point(data["ds"].to_numpy(), _promo(data))
+        recent = (data["ds"] >= start).to_numpy()
+        data, point = data[recent], point[recent]
     fitted = to_original_scale(point, options)
     actual = to_original_scale(data["y"].to_numpy(), options)
     usable = (fitted > 0) & (actual > 0)
@@ -690,10 +694,11 @@ def correction_factor(trained: TrainedModel, data: pd.DataFrame) -> float:
     return float(np.clip(ratio, options.correction_min, options.correction_max))
 
 
-def recent_level(trained: TrainedModel, data: pd.DataFrame) -> tuple[float, ...]:
+def recent_level(
+    trained: TrainedModel, data: pd.DataFrame, point: np.ndarray
+) -> tuple[float, ...]:
     """The recent-level offsets of a fitted model from its training days' residuals (model
-    scale; siprems.forecasting.level)."""
-    point = kernel_of(trained).point(data["ds"].to_numpy(), _promo(data))
+    scale; siprems.forecasting.level): ``data``'s actual values less ``point``, the fit."""
     return level.persisting_offsets(
         data["ds"].to_numpy().astype("datetime64[D]"),
         data["y"].to_numpy(dtype=float) - point,
