@@ -694,9 +694,7 @@ def correction_factor(trained: TrainedModel, data: pd.DataFrame, point: np.ndarr
     return float(np.clip(ratio, options.correction_min, options.correction_max))
 
 
-def recent_level(
-    trained: TrainedModel, data: pd.DataFrame, point: np.ndarray
-) -> tuple[float, ...]:
+def recent_level(trained: TrainedModel, data: pd.DataFrame, point: np.ndarray) -> tuple[float, ...]:
     """The recent-level offsets of a fitted model from its training days' residuals (model
     scale; siprems.forecasting.level): ``data``'s actual values less ``point``, the fit."""
     return level.persisting_offsets(
