@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -129,6 +130,18 @@ def test_a_result_is_kept_packed_in_the_item_and_read_back_with_the_job(jobs_sto
     # a second completion (a duplicate run) changes nothing
     again = jobs_store.mark_succeeded(started, result=pack_json({"other": 1}))
     assert again.outcome is Outcome.TERMINAL and jobs_store.get(job.task_id).result == result
+
+
+def test_a_kept_result_is_unpacked_only_when_read():
+    """A status listing or a worker's completion reads the item without decompressing the
+    result: an item whose packed result cannot be unpacked still gives its job."""
+    item = {**predict_job().to_item(), "status": "SUCCESS", "result_gz": b"not zlib data"}
+    job = Job.from_item(item)
+    assert job.status is JobStatus.SUCCESS and job.result_gz == b"not zlib data"
+    with pytest.raises(zlib.error):
+        _ = job.result
+    packed = Job.from_item({**item, "result_gz": pack_json({"p50": [1.5, 2.0]})})
+    assert packed.result == {"p50": [1.5, 2.0]}
 
 
 @pytest.mark.parametrize("child", [False, True])

@@ -621,7 +621,7 @@ def job_item_attributes() -> set[str]:
 
     store_source = (LAYER / "siprems" / "jobs" / "store.py").read_text()
     assert all(name in store_source for name in PARENT_ATTRIBUTES)
-    fields = set(Job.model_fields) - {"result", "children"}  # stored as result_gz, children_*
+    fields = set(Job.model_fields) - {"children"}  # stored as children_*
     counters = {f"children_{name}" for name in ChildCounts.model_fields}
     return fields | counters | {"result_gz"} | PARENT_ATTRIBUTES
 

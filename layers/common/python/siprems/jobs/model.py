@@ -9,6 +9,7 @@ below: a job failed because its worker stopped on its message's last delivery ca
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 import zlib
@@ -167,7 +168,9 @@ class Job(BaseModel):
     error: JobError | None = None
     parent_id: str | None = None
     result_key: str | None = None  # the result in S3, when too large for the item
-    result: dict[str, Any] | None = None  # the result kept in the item (``result_gz``)
+    # The result kept in the item, packed (``pack_json``): unpacked only when read (``result``),
+    # so listings and the worker's own completion never decompress it.
+    result_gz: bytes | None = Field(default=None, repr=False)
     requested_by: str | None = None
     expires_at: int
     children: ChildCounts | None = None
@@ -205,9 +208,14 @@ class Job(BaseModel):
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
+    @functools.cached_property
+    def result(self) -> dict[str, Any] | None:
+        """The result kept in the item, or None (then ``result_key`` names it in S3)."""
+        return None if self.result_gz is None else unpack_json(self.result_gz)
+
     # --- DynamoDB item mapping --------------------------------------------------------------
     def to_item(self) -> dict[str, Any]:
-        item = self.model_dump(mode="json", exclude_none=True, exclude={"children", "result"})
+        item = self.model_dump(mode="json", exclude_none=True, exclude={"children", "result_gz"})
         if not item.get("params"):
             item.pop("params", None)
         return item
@@ -221,9 +229,9 @@ class Job(BaseModel):
                 del data[key]
         if counters:
             data["children"] = ChildCounts(**counters)
-        packed = data.pop("result_gz", None)
-        if packed is not None:
-            data["result"] = unpack_json(packed)
+        packed = data.get("result_gz")
+        if packed is not None:  # DynamoDB's binary values come wrapped in ``Binary``
+            data["result_gz"] = bytes(getattr(packed, "value", packed))
         return cls(**data)
 
     def message(self) -> dict[str, Any]:
