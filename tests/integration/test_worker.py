@@ -361,10 +361,11 @@ def test_a_dead_lettered_job_runs_again_when_its_message_is_redriven(app):
     assert app.receive(visibility=0) == []
 
 
-def test_a_redriven_train_all_child_is_acknowledged_without_work(app):
-    """A child's failure is counted on its parent in the same transaction: running it again
-    would count it twice, so its redriven message is acknowledged and the parent keeps its
-    outcome (the next nightly run trains the product again)."""
+def test_a_redriven_train_all_child_trains_its_product_and_its_parent_keeps_its_outcome(app):
+    """A child's failure is counted on its parent in the same transaction (here the parent
+    finished FAILURE on it). Redriven, the child runs again and trains its product; its new
+    outcome is its own: counting it on the parent would count the child twice. A second
+    delivery of the redriven message changes nothing."""
     store = app.services.store
     parent = Job.new(JobType.TRAIN_ALL)
     store.create(parent)
@@ -391,12 +392,20 @@ def test_a_redriven_train_all_child_is_acknowledged_without_work(app):
     assert finished.children.failed == 1 and finished.children.pending == 0
     assert app.receive(visibility=0) == []
 
-    redrive(app)
+    redrive(app)  # the cause was fixed
     assert app.run_worker() == {"batchItemFailures": []}
-    assert job(app, child.task_id) == failed
-    assert job(app, parent.task_id) == finished
-    assert model_versions(app) == []
+    done = job(app, child.task_id)
+    assert done.status.value == "SUCCESS" and done.attempts == failed.attempts + 1
+    assert done.error is None and done.dead_lettered is None and done.parent_counted
+    assert done.parent_id == parent.task_id
+    assert len(model_versions(app)) == 1
+    assert job(app, parent.task_id) == finished  # counters and outcome as they were
     assert app.receive(visibility=0) == [] and dead_lettered_bodies(app) == []
+
+    app.services.queue.send(child.message())  # the redriven message delivered again
+    assert app.run_worker() == {"batchItemFailures": []}
+    assert job(app, child.task_id) == done and job(app, parent.task_id) == finished
+    assert len(model_versions(app)) == 1
 
 
 def test_a_batch_runs_its_records_at_once_reports_only_the_bad_one_and_logs_each_job(app):

@@ -602,6 +602,7 @@ NOT_IN_STATUS_INDEX = {
     "updated_at",
     "requested_by",
     "dead_lettered",
+    "parent_counted",
 }
 # What JobStore writes on a train_all parent besides a Job's own fields.
 PARENT_ATTRIBUTES = {

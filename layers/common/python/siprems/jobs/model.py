@@ -177,6 +177,14 @@ class Job(BaseModel):
     # Set when the job failed because its worker stopped on the message's last delivery (the
     # message goes to the DLQ): which delivery did it, so that only a redrive restarts the job.
     dead_lettered: str | None = None
+    # Set on a train_all child redriven from the DLQ: its first outcome is already counted on
+    # its parent, so what it does from then on is recorded on the child alone.
+    parent_counted: bool | None = None
+
+    @property
+    def counts_on_parent(self) -> bool:
+        """Whether finishing this job changes its parent's counters."""
+        return bool(self.parent_id) and not self.parent_counted
 
     @classmethod
     def new(

@@ -19,8 +19,8 @@ last delivery, a STARTED job whose start is stale (its worker stopped) is theref
 third time: it fails with ``worker_stopped``, marked ``dead_lettered``, and its message is kept
 so that SQS moves it to the dead-letter queue. A later delivery of that message can only be a
 redrive from the DLQ (after the cause was fixed): the job starts again and runs. A train_all
-child is the exception: its failure is already counted on its parent (one transaction), so its
-redriven message is acknowledged without work and the next nightly run trains the product.
+child's failure is already counted on its parent (one transaction; the parent may have finished
+on it), so a redriven child runs with its outcome recorded on the child alone.
 
 A message may also be a train_all trigger (``{"parent_id": ...}`` or the nightly rule's event):
 Lambda puts one in the dead-letter queue when every attempt of train_all's asynchronous
@@ -173,8 +173,7 @@ class JobRunner:
         if claim.outcome is Outcome.TERMINAL:
             assert claim.job is not None
             logger.info("job already %s: acknowledged without work", claim.job.status.value)
-            if claim.job.parent_id:
-                store.finalize_parent(claim.job.parent_id)
+            self._after_child(claim.job)
             return "skipped"
         if claim.outcome is Outcome.IN_PROGRESS:
             logger.info("job is running in another worker: message kept")
@@ -315,15 +314,12 @@ class JobRunner:
         unless this is the very delivery that dead-lettered it (handled twice)."""
         if job.dead_lettered == message.delivery:
             self._dead_letter(message)
-        if job.parent_id:
-            logger.warning(
-                "redriven train_all child: acknowledged without work (its failure is counted on"
-                " its parent); the next nightly run trains the product again"
-            )
-            return Transition(Outcome.TERMINAL, job)
-        redriven = self.services.store.mark_redriven(job.task_id, delivery=message.delivery)
+        redriven = self.services.store.mark_redriven(job, delivery=message.delivery)
         if redriven.applied:
-            logger.info("dead-lettered job redriven: it runs again")
+            logger.info(
+                "dead-lettered job redriven: it runs again",
+                extra={"parent_keeps_its_outcome": bool(job.parent_id)},
+            )
         return redriven
 
     def _dead_letter(self, message: Message) -> None:
@@ -362,5 +358,5 @@ class JobRunner:
                 logger.exception("could not change the message visibility")
 
     def _after_child(self, job: Job) -> None:
-        if job.parent_id:
+        if job.counts_on_parent:
             self.services.store.finalize_parent(job.parent_id)

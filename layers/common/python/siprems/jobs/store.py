@@ -223,29 +223,36 @@ class JobStore:
             changes={"error": error.model_dump(), "dead_lettered": delivery},
         )
 
-    def mark_redriven(self, task_id: str, *, delivery: str) -> Transition:
+    def mark_redriven(self, job: Job, *, delivery: str) -> Transition:
         """A dead-lettered FAILURE -> STARTED, attempts + 1, error and marker cleared: its
         message came back from the DLQ. Only from a delivery other than the one that
-        dead-lettered it (a repeat of that one changes nothing), and never for a train_all
-        child, whose failure is already counted on its parent."""
+        dead-lettered it (a repeat of that one changes nothing). A train_all child's failure is
+        already counted on its parent (which may have finished on it): the child is marked
+        ``parent_counted``, so it runs again and its new outcome is its own."""
         now = iso(utc_now())
+        update = (
+            "SET #s = :started, started_at = :now, updated_at = :now"
+            " REMOVE #e, dead_lettered, finished_at ADD attempts :one"
+        )
+        values: dict[str, Any] = {
+            ":started": JobStatus.STARTED.value,
+            ":failure": JobStatus.FAILURE.value,
+            ":now": now,
+            ":delivery": delivery,
+            ":one": 1,
+        }
+        if job.parent_id:
+            update = update.replace(
+                "updated_at = :now", "updated_at = :now, parent_counted = :counted"
+            )
+            values[":counted"] = True
         return self._update(
-            task_id,
-            update=(
-                "SET #s = :started, started_at = :now, updated_at = :now"
-                " REMOVE #e, dead_lettered, finished_at ADD attempts :one"
-            ),
+            job.task_id,
+            update=update,
             condition=(
-                "#s = :failure AND attribute_exists(dead_lettered)"
-                " AND dead_lettered <> :delivery AND attribute_not_exists(parent_id)"
+                "#s = :failure AND attribute_exists(dead_lettered) AND dead_lettered <> :delivery"
             ),
-            values={
-                ":started": JobStatus.STARTED.value,
-                ":failure": JobStatus.FAILURE.value,
-                ":now": now,
-                ":delivery": delivery,
-                ":one": 1,
-            },
+            values=values,
             names={"#e": "error"},
         )
 
@@ -551,7 +558,7 @@ class JobStore:
             "ExpressionAttributeValues": _dynamo(all_values),
         }
         after = _written(job, written, remove) if owned else None
-        if not job.parent_id:
+        if not job.counts_on_parent:
             return self._update_raw(job.task_id, child_update, after=after)
         counter = {
             JobStatus.SUCCESS: "children_succeeded",
