@@ -29,6 +29,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -185,8 +186,11 @@ def http(
     return HttpAnswer(status, parsed, answer_headers)
 
 
-class StartApi:
-    """`sam local start-api` on a free loopback port; stopped with SIGTERM."""
+class SamLocalServer:
+    """A `sam local start-*` server on a loopback port (free unless given); stopped with
+    SIGTERM."""
+
+    command = ""
 
     def __init__(
         self,
@@ -195,13 +199,14 @@ class StartApi:
         env_vars: Path | None,
         log_path: Path,
         extra: tuple[str, ...] = (),
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [
             str(SAM),
             "local",
-            "start-api",
+            self.command,
             "-t",
             str(template),
             "--skip-pull-image",
@@ -219,7 +224,7 @@ class StartApi:
             args, cwd=ROOT, env=docker.env, stdout=self._log, stderr=subprocess.STDOUT
         )
 
-    def __enter__(self) -> StartApi:
+    def __enter__(self) -> Self:
         try:
             wait_for_port("127.0.0.1", self.port, timeout=120, process=self.process)
         except Exception:
@@ -233,6 +238,19 @@ class StartApi:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class StartApi(SamLocalServer):
+    """`sam local start-api`: the API's routes, each running its function in a container."""
+
+    command = "start-api"
+
+
+class StartLambda(SamLocalServer):
+    """`sam local start-lambda`: Lambda's Invoke API for the template's functions (by logical
+    id), RequestResponse and Event."""
+
+    command = "start-lambda"
 
 
 @pytest.fixture(scope="session")

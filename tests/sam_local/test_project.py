@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from tests.sam_local.harness import (
     ROOT,
     Docker,
     StartApi,
+    StartLambda,
     free_port,
     http,
     run_sam,
@@ -116,8 +118,24 @@ def database_url(docker: Docker, relay) -> Iterator[str]:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class LambdaApi:
+    """Where `sam local start-lambda` listens (loopback) and how containers reach it."""
+
+    port: int
+    endpoint: str
+
+
 @pytest.fixture(scope="module")
-def env_vars(aws: Aws, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def lambda_api(docker: Docker, relay) -> LambdaApi:
+    port = free_port()
+    return LambdaApi(port, f"http://{docker.gateway}:{relay(port)}")
+
+
+@pytest.fixture(scope="module")
+def env_vars(
+    aws: Aws, database_url: str, lambda_api: LambdaApi, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """`--env-vars`: the same variables the template sets, pointed at the local services."""
     path = tmp_path_factory.mktemp("sam-env") / "env.json"
     path.write_text(
@@ -129,6 +147,8 @@ def env_vars(aws: Aws, database_url: str, tmp_path_factory: pytest.TempPathFacto
                     "JOBS_DLQ_URL": aws.dlq_url,
                     "MODELS_BUCKET": aws.bucket,
                     "AWS_ENDPOINT_URL": aws.endpoint,
+                    # the training-all route's asynchronous invoke of TrainAllFunction
+                    "AWS_ENDPOINT_URL_LAMBDA": lambda_api.endpoint,
                     "DATABASE_URL": database_url,
                     "JWT_SECRET_KEY": SAMPLE_SIGNING_KEY,
                     # No worker consumes the queue under sam local: answer 202 quickly.
@@ -139,6 +159,15 @@ def env_vars(aws: Aws, database_url: str, tmp_path_factory: pytest.TempPathFacto
         )
     )
     return path
+
+
+@pytest.fixture(scope="module")
+def start_lambda(
+    docker: Docker, built: Path, env_vars: Path, lambda_api: LambdaApi, tmp_path_factory
+) -> Iterator[StartLambda]:
+    log = tmp_path_factory.mktemp("start-lambda") / "start-lambda.log"
+    with StartLambda(docker, built, env_vars, log, port=lambda_api.port) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -226,10 +255,9 @@ SUBMIT = {
     "predict-async.json": (202, None),
     "predict-sync.json": (202, None),
     "train-product.json": (202, None),
-    # The route starts TrainAllFunction with an asynchronous Lambda invoke (202 on AWS). Under
-    # sam local nothing serves Lambda's API at AWS_ENDPOINT_URL (moto has no such function), so
-    # the route answers 503 invoke_failed; train_all itself runs below with its own events.
-    "train-all.json": (503, "invoke_failed"),
+    # The route starts TrainAllFunction with an asynchronous Lambda invoke: served here by
+    # `sam local start-lambda` (AWS_ENDPOINT_URL_LAMBDA), which runs it in its own container.
+    "train-all.json": (202, None),
     "predict-async-days-0.json": (422, "invalid_input"),
     "predict-async-days-366.json": (422, "invalid_input"),
     "predict-async-days-string.json": (422, "invalid_input"),
@@ -243,8 +271,9 @@ SUBMIT = {
 
 
 @pytest.mark.parametrize("event", sorted(SUBMIT))
-def test_submit(docker, built, env_vars, aws, event) -> None:
+def test_submit(docker, built, env_vars, aws, event, request) -> None:
     status, error_type = SUBMIT[event]
+    start_lambda = request.getfixturevalue("start_lambda") if event == "train-all.json" else None
     invocation = invoke(docker, built, env_vars, "SubmitFunction", f"submit/{event}")
     assert invocation.response["statusCode"] == status, (
         invocation.response,
@@ -258,6 +287,13 @@ def test_submit(docker, built, env_vars, aws, event) -> None:
     job = aws.job(body["task_id"])
     assert job is not None, f"job {body['task_id']} not recorded"
     assert job["status"]["S"] in {"PENDING", "STARTED"}, job
+    if start_lambda is not None:
+        # train_all runs in start-lambda's container: the parent starts with every product
+        deadline = time.monotonic() + 300
+        while (job := aws.job(body["task_id"])) and "children_total" not in job:
+            assert time.monotonic() < deadline, start_lambda.log()[-5000:]
+            time.sleep(2)
+        assert job["status"]["S"] == "STARTED" and job["children_total"]["N"] == "6", job
 
 
 # --------------------------------------------------------------------------- worker

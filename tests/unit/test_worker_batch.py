@@ -136,6 +136,32 @@ def test_services_build_the_sqs_s3_and_lambda_clients_only_when_used(aws, monkey
     assert sqs.built and not (s3.built or lambda_.built)
 
 
+@pytest.mark.parametrize(
+    ("lambda_endpoint", "expected"),
+    [(None, "http://aws.local:4566"), ("http://lambda.local:3001", "http://lambda.local:3001")],
+)
+def test_the_lambda_client_calls_its_own_endpoint_when_one_is_set(
+    monkeypatch, lambda_endpoint, expected
+):
+    """sam local start-lambda serves Lambda's API apart from the other services."""
+    from siprems.config import load_settings
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://aws.local:4566")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("TRAIN_ALL_FUNCTION", "train-all")
+    if lambda_endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", lambda_endpoint)
+    else:
+        monkeypatch.delenv("AWS_ENDPOINT_URL_LAMBDA", raising=False)
+    load_settings.cache_clear()
+    try:
+        services = build_services()
+    finally:
+        load_settings.cache_clear()
+    assert services.invoker._lambda.meta.endpoint_url == expected
+    assert services.models._s3.meta.endpoint_url == "http://aws.local:4566"
+
+
 def test_trainings_of_a_batch_run_one_at_a_time_while_forecasts_overlap(monkeypatch):
     """Records run in threads, but a process trains one product at a time (memory)."""
     import contextlib

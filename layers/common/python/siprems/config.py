@@ -36,6 +36,9 @@ class Settings:
     dlq_url: str | None
     models_bucket: str
     aws_endpoint_url: str | None  # LocalStack / moto server; None on AWS
+    # Lambda's API where it is served apart from the others (sam local start-lambda); else
+    # aws_endpoint_url. AWS_ENDPOINT_URL_LAMBDA is also what the AWS SDKs read for it.
+    lambda_endpoint_url: str | None
 
     # Sales database: DATABASE_URL (local) or a Secrets Manager secret (AWS)
     database_url: str | None
@@ -73,6 +76,7 @@ def load_settings() -> Settings:
         dlq_url=_env("JOBS_DLQ_URL"),
         models_bucket=_env("MODELS_BUCKET", "siprems-models"),  # type: ignore[arg-type]
         aws_endpoint_url=_env("AWS_ENDPOINT_URL"),
+        lambda_endpoint_url=_env("AWS_ENDPOINT_URL_LAMBDA"),
         database_url=_env("DATABASE_URL"),
         database_secret_name=_env("DATABASE_SECRET_NAME"),
         jwt_secret=_env("JWT_SECRET_KEY"),

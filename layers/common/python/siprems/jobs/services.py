@@ -192,9 +192,9 @@ class Services:
 def build_services(settings: Settings | None = None) -> Services:
     settings = settings or load_settings()
 
-    def client(name: str) -> LazyClient:
+    def client(name: str, endpoint_url: str | None = settings.aws_endpoint_url) -> LazyClient:
         return LazyClient(
-            lambda: boto3.client(name, endpoint_url=settings.aws_endpoint_url, config=_BOTO_CONFIG)
+            lambda: boto3.client(name, endpoint_url=endpoint_url, config=_BOTO_CONFIG)
         )
 
     # Every function that builds services reads or writes jobs: built now. JobStore takes
@@ -211,7 +211,10 @@ def build_services(settings: Settings | None = None) -> Services:
         models=ModelStore(client("s3"), settings.models_bucket),
         sales=SalesDatabase(settings),
         invoker=(
-            AsyncInvoker(client("lambda"), settings.train_all_function)
+            AsyncInvoker(
+                client("lambda", settings.lambda_endpoint_url or settings.aws_endpoint_url),
+                settings.train_all_function,
+            )
             if settings.train_all_function
             else None
         ),
