@@ -229,26 +229,20 @@ class JobStore:
         dead-lettered it (a repeat of that one changes nothing). A train_all child's failure is
         already counted on its parent (which may have finished on it): the child is marked
         ``parent_counted``, so it runs again and its new outcome is its own."""
-        now = iso(utc_now())
-        update = (
-            "SET #s = :started, started_at = :now, updated_at = :now"
-            " REMOVE #e, dead_lettered, finished_at ADD attempts :one"
-        )
         values: dict[str, Any] = {
             ":started": JobStatus.STARTED.value,
             ":failure": JobStatus.FAILURE.value,
-            ":now": now,
+            ":now": iso(utc_now()),
             ":delivery": delivery,
             ":one": 1,
         }
+        sets = "#s = :started, started_at = :now, updated_at = :now"
         if job.parent_id:
-            update = update.replace(
-                "updated_at = :now", "updated_at = :now, parent_counted = :counted"
-            )
+            sets += ", parent_counted = :counted"
             values[":counted"] = True
         return self._update(
             job.task_id,
-            update=update,
+            update=f"SET {sets} REMOVE #e, dead_lettered, finished_at ADD attempts :one",
             condition=(
                 "#s = :failure AND attribute_exists(dead_lettered) AND dead_lettered <> :delivery"
             ),
