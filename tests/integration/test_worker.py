@@ -361,36 +361,52 @@ def test_a_dead_lettered_job_runs_again_when_its_message_is_redriven(app):
     assert app.receive(visibility=0) == []
 
 
-def test_a_redriven_train_all_child_trains_its_product_and_its_parent_keeps_its_outcome(app):
-    """A child's failure is counted on its parent in the same transaction (here the parent
-    finished FAILURE on it). Redriven, the child runs again and trains its product; its new
-    outcome is its own: counting it on the parent would count the child twice. A second
-    delivery of the redriven message changes nothing."""
+def started_parent_with_children(app, skus: list[str]) -> tuple[Job, list[Job]]:
+    """A train_all parent started for ``skus`` and its children written (none queued)."""
     store = app.services.store
     parent = Job.new(JobType.TRAIN_ALL)
     store.create(parent)
     lease = FanOutLease(owner="test-run", until=utc_now() + timedelta(minutes=5))
-    started = store.start_parent(
-        parent.task_id, skus=["BRD-001"], lease=lease, expires_at=parent.expires_at
-    )
-    assert started.applied
-    child = Job.new(
-        JobType.TRAIN,
-        product_sku="BRD-001",
-        task_id=child_task_id(parent.task_id, "BRD-001"),
-        parent_id=parent.task_id,
-    )
-    store.create(child)
+    assert store.start_parent(
+        parent.task_id, skus=skus, lease=lease, expires_at=parent.expires_at
+    ).applied
+    children = [
+        Job.new(
+            JobType.TRAIN,
+            product_sku=sku,
+            task_id=child_task_id(parent.task_id, sku),
+            parent_id=parent.task_id,
+        )
+        for sku in skus
+    ]
+    for child in children:
+        store.create(child)
+    return parent, children
+
+
+def dead_letter_worker_stopped(app, child: Job) -> Job:
+    """``child`` queued, its worker stopped on every delivery: FAILURE, message in the DLQ."""
     app.services.queue.send(child.message())
     worker_stopped(app, child.task_id)
-
     assert invoke("worker", app.sqs_event([last_delivery(app)]))["batchItemFailures"]
     failed = job(app, child.task_id)
     assert failed.status.value == "FAILURE" and failed.error.type == "worker_stopped"
+    assert app.receive(visibility=0) == []
+    return failed
+
+
+def test_a_redriven_train_all_child_trains_its_product_and_a_finished_parent_keeps_its_outcome(
+    app,
+):
+    """The child's failure is counted on its parent in the same transaction, and here the
+    parent finished FAILURE on it. Redriven, the child runs again and trains its product; its
+    new outcome is its own: counting it on the finished parent would count the child twice. A
+    second delivery of the redriven message changes nothing."""
+    parent, [child] = started_parent_with_children(app, ["BRD-001"])
+    failed = dead_letter_worker_stopped(app, child)
     finished = job(app, parent.task_id)
     assert finished.status.value == "FAILURE"
     assert finished.children.failed == 1 and finished.children.pending == 0
-    assert app.receive(visibility=0) == []
 
     redrive(app)  # the cause was fixed
     assert app.run_worker() == {"batchItemFailures": []}
@@ -406,6 +422,32 @@ def test_a_redriven_train_all_child_trains_its_product_and_its_parent_keeps_its_
     assert app.run_worker() == {"batchItemFailures": []}
     assert job(app, child.task_id) == done and job(app, parent.task_id) == finished
     assert len(model_versions(app)) == 1
+
+
+def test_a_child_redriven_while_its_parent_runs_takes_its_failure_back(app):
+    """While other children are pending, the redrive moves the child's count from failed back
+    to pending (one transaction): its success then counts as any child's, and the parent
+    succeeds."""
+    parent, [redriven_child, other] = started_parent_with_children(app, ["BRD-001", "RLL-001"])
+    dead_letter_worker_stopped(app, redriven_child)
+    running = job(app, parent.task_id)
+    assert running.status.value == "STARTED"
+    assert (running.children.failed, running.children.pending) == (1, 1)
+
+    redrive(app)
+    assert app.run_worker() == {"batchItemFailures": []}
+    done = job(app, redriven_child.task_id)
+    assert done.status.value == "SUCCESS" and not done.parent_counted
+    counts = job(app, parent.task_id).children
+    assert (counts.failed, counts.succeeded, counts.pending) == (0, 1, 1)
+    assert job(app, parent.task_id).status.value == "STARTED"
+
+    app.services.queue.send(other.message())
+    assert app.run_worker() == {"batchItemFailures": []}
+    finished = job(app, parent.task_id)
+    assert finished.status.value == "SUCCESS" and finished.error is None
+    assert (finished.children.succeeded, finished.children.failed) == (2, 0)
+    assert len(model_versions(app)) == 1 and len(model_versions(app, "RLL-001")) == 1
 
 
 def test_a_batch_runs_its_records_at_once_reports_only_the_bad_one_and_logs_each_job(app):

@@ -226,9 +226,13 @@ class JobStore:
     def mark_redriven(self, job: Job, *, delivery: str) -> Transition:
         """A dead-lettered FAILURE -> STARTED, attempts + 1, error and marker cleared: its
         message came back from the DLQ. Only from a delivery other than the one that
-        dead-lettered it (a repeat of that one changes nothing). A train_all child's failure is
-        already counted on its parent (which may have finished on it): the child is marked
-        ``parent_counted``, so it runs again and its new outcome is its own."""
+        dead-lettered it (a repeat of that one changes nothing).
+
+        A train_all child's failure is already counted on its parent. While the parent runs,
+        the child takes that failure back in the same transaction (children_failed - 1,
+        children_pending + 1), and its new outcome is counted as any child's. A parent that
+        has finished keeps its outcome: the child is marked ``parent_counted`` and what it
+        does from then on is its own."""
         values: dict[str, Any] = {
             ":started": JobStatus.STARTED.value,
             ":failure": JobStatus.FAILURE.value,
@@ -236,16 +240,52 @@ class JobStore:
             ":delivery": delivery,
             ":one": 1,
         }
+        condition = (
+            "#s = :failure AND attribute_exists(dead_lettered) AND dead_lettered <> :delivery"
+        )
         sets = "#s = :started, started_at = :now, updated_at = :now"
+        remove = " REMOVE #e, dead_lettered, finished_at ADD attempts :one"
+        if job.counts_on_parent:
+            assert job.parent_id is not None
+            child_update = {
+                "TableName": self.table_name,
+                "Key": {"task_id": job.task_id},
+                "UpdateExpression": f"SET {sets}{remove}",
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": {**_NAMES, "#e": "error"},
+                "ExpressionAttributeValues": _dynamo(values),
+            }
+            parent_update = {
+                "TableName": self.table_name,
+                "Key": {"task_id": job.parent_id},
+                "UpdateExpression": "ADD children_failed :minus_one, children_pending :one",
+                "ConditionExpression": "#s = :started AND children_failed > :zero",
+                "ExpressionAttributeNames": _NAMES,
+                "ExpressionAttributeValues": {
+                    ":minus_one": -1,
+                    ":one": 1,
+                    ":zero": 0,
+                    ":started": JobStatus.STARTED.value,
+                },
+            }
+            try:
+                self._call(
+                    "transact_write_items",
+                    TransactItems=[{"Update": child_update}, {"Update": parent_update}],
+                )
+            except _TransactionCancelled as cancelled:
+                if cancelled.failed(0):
+                    return self._classify(job.task_id)
+                # the parent has finished (or is gone): it keeps its outcome
+            else:
+                return Transition(Outcome.APPLIED, self.get(job.task_id))
         if job.parent_id:
             sets += ", parent_counted = :counted"
             values[":counted"] = True
         return self._update(
             job.task_id,
-            update=f"SET {sets} REMOVE #e, dead_lettered, finished_at ADD attempts :one",
-            condition=(
-                "#s = :failure AND attribute_exists(dead_lettered) AND dead_lettered <> :delivery"
-            ),
+            update=f"SET {sets}{remove}",
+            condition=condition,
             values=values,
             names={"#e": "error"},
         )
