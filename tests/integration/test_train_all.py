@@ -217,9 +217,10 @@ def test_a_fan_out_that_failed_part_way_is_finished_by_the_retry(app):
     assert train_all(services, parent_id).queued == 0  # and now it is done
 
 
-def test_a_run_stopped_part_way_is_taken_over_when_its_lease_runs_out(app):
+def test_a_run_stopped_part_way_is_taken_over_when_its_lease_runs_out(app, monkeypatch):
     """A holder that stopped without a word (killed) keeps its lease until its own deadline
-    (plus a margin) has passed; then the next run takes over and finishes the fan-out."""
+    (plus a margin) has passed; then the next run takes over and finishes the fan-out. While
+    it waits it reads the parent alone: the SKU list only once, to take over."""
     from datetime import timedelta
 
     from siprems.jobs import fanout
@@ -233,14 +234,19 @@ def test_a_run_stopped_part_way_is_taken_over_when_its_lease_runs_out(app):
     expires_at = store.get(parent_id).expires_at
     assert store.start_parent(parent_id, skus=skus, lease=lease, expires_at=expires_at).applied
 
-    waits = []
+    waits, list_reads = [], []
+    read_list = store._frozen_skus
+    monkeypatch.setattr(
+        store, "_frozen_skus", lambda *args: list_reads.append(args) or read_list(*args)
+    )
 
     def wait(seconds):
         waits.append(seconds)
         time.sleep(0.25)
 
     result = fanout.train_all(app.services, parent_id, seconds_left=lambda: 60, sleep=wait)
-    assert waits  # it waited for the lease first
+    assert len(waits) >= 2  # it waited for the lease first
+    assert len(list_reads) == 1
     assert (result.created, result.queued) == (30, 30)
     assert set(queued_ids(app)) == expected
 

@@ -82,7 +82,7 @@ def train_all(
     """Fan out the children of ``parent_id``. ``seconds_left`` is the invocation's remaining
     time: the fan-out lease lasts that long (plus a margin), so it outlives its holder."""
     store = services.store
-    state = store.fan_out_state(parent_id)
+    state = store.fan_out_state(parent_id, with_skus=False)
     if state is None:
         raise NotFoundError(f"no train_all parent job {parent_id!r}", task_id=parent_id)
     parent = state.parent
@@ -93,7 +93,7 @@ def train_all(
     lease = FanOutLease(
         owner=new_task_id(), until=utc_now() + timedelta(seconds=seconds_left() + LEASE_MARGIN)
     )
-    if state.skus is None:
+    if not state.started:
         with services.sales.repository() as sales:
             skus = sorted(sales.list_skus())
         started = store.start_parent(
@@ -103,14 +103,16 @@ def train_all(
             return _fan_out(services, parent, skus, lease, conditional=False)
         if started.outcome is Outcome.TERMINAL:
             return FanOut(parent_id, started.job.status.value if started.job else "", 0, 0, 0)
-        state = store.fan_out_state(parent_id)  # another run started it first
+        state = store.fan_out_state(parent_id, with_skus=False)  # another run started it
 
     # Another run started the fan-out: wait for it, or take over if it stopped part way.
-    while state is not None and state.skus is not None and not state.fanned_out:
+    while state is not None and state.started and not state.fanned_out:
         now = utc_now()
         if not state.lease_active(now):
-            if store.take_fan_out_lease(parent_id, lease=lease, expired=state, now=now):
-                return _fan_out(services, parent, state.skus, lease, conditional=True)
+            expired = store.fan_out_state(parent_id)  # with the SKU list, to take over
+            if expired is not None and expired.skus is not None:
+                if store.take_fan_out_lease(parent_id, lease=lease, expired=expired, now=now):
+                    return _fan_out(services, parent, expired.skus, lease, conditional=True)
         elif seconds_left() < LEASE_POLL_SECONDS + LEASE_MARGIN:
             raise FanOutInProgressError(
                 f"train_all {parent_id}: another run is still fanning out its children",
@@ -118,10 +120,11 @@ def train_all(
             )
         else:
             sleep(LEASE_POLL_SECONDS)
-        state = store.fan_out_state(parent_id)
+        state = store.fan_out_state(parent_id, with_skus=False)
     status = state.status.value if state is not None else parent.status.value
+    children = state.parent.children if state is not None else None
     logger.info("train_all parent already fanned out", extra={"task_id": parent_id})
-    return FanOut(parent_id, status, len(state.skus or []) if state else 0, 0, 0)
+    return FanOut(parent_id, status, children.total if children else 0, 0, 0)
 
 
 def _fan_out(

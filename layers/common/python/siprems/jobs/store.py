@@ -84,7 +84,8 @@ class FanOutLease:
 @dataclass(frozen=True)
 class FanOutState:
     parent: Job
-    skus: list[str] | None  # frozen by the first run
+    started: bool  # the first run froze the SKU list and started the parent
+    skus: list[str] | None  # that list (None before, or when not read)
     owner: str | None
     lease_until: str | None  # ISO time, as stored
     fanned_out: bool
@@ -379,16 +380,18 @@ class JobStore:
             },
         )
 
-    def fan_out_state(self, parent_id: str) -> FanOutState | None:
+    def fan_out_state(self, parent_id: str, *, with_skus: bool = True) -> FanOutState | None:
         """A train_all parent and its fan-out (None if there is none): the parent's item,
-        then its SKU list's shards."""
+        then, ``with_skus``, its SKU list's shards (a run waiting on another's fan-out polls
+        without them)."""
         response = self._call("get_item", Key={"task_id": parent_id}, ConsistentRead=True)
         item = response.get("Item")
         if item is None:
             return None
         return FanOutState(
             parent=Job.from_item(item),
-            skus=self._frozen_skus(parent_id, item),
+            started="skus_owner" in item or "skus_gz" in item,
+            skus=self._frozen_skus(parent_id, item) if with_skus else None,
             owner=item.get("fanout_owner"),
             lease_until=item.get("fanout_until"),
             fanned_out=bool(item.get("fanned_out_at")),
