@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
@@ -269,17 +269,12 @@ class JobStore:
                     ":started": JobStatus.STARTED.value,
                 },
             }
-            try:
-                self._call(
-                    "transact_write_items",
-                    TransactItems=[{"Update": child_update}, {"Update": parent_update}],
-                )
-            except _TransactionCancelled as cancelled:
-                if cancelled.failed(0):
-                    return self._classify(job.task_id)
-                # the parent has finished (or is gone): it keeps its outcome
-            else:
+            written = self._child_with_parent(child_update, parent_update)
+            if written == "applied":
                 return Transition(Outcome.APPLIED, self.get(job.task_id))
+            if written == "child_condition_failed":
+                return self._classify(job.task_id)
+            # the parent has finished (or is gone): it keeps its outcome
         if job.parent_id:
             sets += ", parent_counted = :counted"
             values[":counted"] = True
@@ -609,6 +604,18 @@ class JobStore:
             "ConditionExpression": "attribute_exists(children_total)",
             "ExpressionAttributeValues": {":one": 1, ":minus_one": -1},
         }
+        written = self._child_with_parent(child_update, parent_update)
+        if written == "child_condition_failed":
+            return self._classify(job.task_id)
+        if written == "parent_condition_failed":
+            # The parent is gone (expired) or has no counters: finish the child alone.
+            return self._update_raw(job.task_id, child_update, after=after)
+        return Transition(Outcome.APPLIED, after or self.get(job.task_id))
+
+    def _child_with_parent(
+        self, child_update: dict[str, Any], parent_update: dict[str, Any]
+    ) -> Literal["applied", "child_condition_failed", "parent_condition_failed"]:
+        """A child's update and its parent's in one transaction: both, or neither."""
         try:
             self._call(
                 "transact_write_items",
@@ -616,10 +623,9 @@ class JobStore:
             )
         except _TransactionCancelled as cancelled:
             if cancelled.failed(0):
-                return self._classify(job.task_id)
-            # The parent is gone (expired) or has no counters: finish the child alone.
-            return self._update_raw(job.task_id, child_update, after=after)
-        return Transition(Outcome.APPLIED, after or self.get(job.task_id))
+                return "child_condition_failed"
+            return "parent_condition_failed"
+        return "applied"
 
     def _update(
         self,
