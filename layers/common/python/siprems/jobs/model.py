@@ -177,8 +177,8 @@ class Job(BaseModel):
     # Set when the job failed because its worker stopped on the message's last delivery (the
     # message goes to the DLQ): which delivery did it, so that only a redrive restarts the job.
     dead_lettered: str | None = None
-    # Set on a train_all child redriven from the DLQ: its first outcome is already counted on
-    # its parent, so what it does from then on is recorded on the child alone.
+    # Set on a train_all child redriven from the DLQ after its parent finished: its failure
+    # stays counted there, so what it does from then on is recorded on the child alone.
     parent_counted: bool | None = None
 
     @property

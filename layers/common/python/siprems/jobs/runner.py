@@ -19,8 +19,9 @@ last delivery, a STARTED job whose start is stale (its worker stopped) is theref
 third time: it fails with ``worker_stopped``, marked ``dead_lettered``, and its message is kept
 so that SQS moves it to the dead-letter queue. A later delivery of that message can only be a
 redrive from the DLQ (after the cause was fixed): the job starts again and runs. A train_all
-child's failure is already counted on its parent (one transaction; the parent may have finished
-on it), so a redriven child runs with its outcome recorded on the child alone.
+child's failure is already counted on its parent (one transaction): redriven while the parent
+runs, the child takes that failure back and its new outcome is counted; after the parent has
+finished, its outcome is recorded on the child alone (``JobStore.mark_redriven``).
 
 A message may also be a train_all trigger (``{"parent_id": ...}`` or the nightly rule's event):
 Lambda puts one in the dead-letter queue when every attempt of train_all's asynchronous
@@ -318,7 +319,7 @@ class JobRunner:
         if redriven.applied:
             logger.info(
                 "dead-lettered job redriven: it runs again",
-                extra={"parent_keeps_its_outcome": bool(job.parent_id)},
+                extra={"parent_counted": bool(redriven.job and redriven.job.parent_counted)},
             )
         return redriven
 
