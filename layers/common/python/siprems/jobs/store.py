@@ -248,27 +248,24 @@ class JobStore:
         remove = " REMOVE #e, dead_lettered, finished_at ADD attempts :one"
         if job.counts_on_parent:
             assert job.parent_id is not None
-            child_update = {
-                "TableName": self.table_name,
-                "Key": {"task_id": job.task_id},
-                "UpdateExpression": f"SET {sets}{remove}",
-                "ConditionExpression": condition,
-                "ExpressionAttributeNames": {**_NAMES, "#e": "error"},
-                "ExpressionAttributeValues": _dynamo(values),
-            }
-            parent_update = {
-                "TableName": self.table_name,
-                "Key": {"task_id": job.parent_id},
-                "UpdateExpression": "ADD children_failed :minus_one, children_pending :one",
-                "ConditionExpression": "#s = :started AND children_failed > :zero",
-                "ExpressionAttributeNames": _NAMES,
-                "ExpressionAttributeValues": {
+            child_update = self._update_request(
+                job.task_id,
+                update=f"SET {sets}{remove}",
+                condition=condition,
+                values=values,
+                names={"#e": "error"},
+            )
+            parent_update = self._update_request(
+                job.parent_id,
+                update="ADD children_failed :minus_one, children_pending :one",
+                condition="#s = :started AND children_failed > :zero",
+                values={
                     ":minus_one": -1,
                     ":one": 1,
                     ":zero": 0,
                     ":started": JobStatus.STARTED.value,
                 },
-            }
+            )
             written = self._child_with_parent(child_update, parent_update)
             if written == "applied":
                 return Transition(Outcome.APPLIED, self.get(job.task_id))
@@ -569,7 +566,6 @@ class JobStore:
         if remove:
             names.update({f"#r{i}": attribute for i, attribute in enumerate(remove)})
             update += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
-        names["#s"] = "status"
         if owned:
             condition = "#s = :started AND attempts = :attempt"
             all_values[":started"] = JobStatus.STARTED.value
@@ -581,14 +577,9 @@ class JobStore:
                 placeholders.append(f":src{i}")
                 all_values[f":src{i}"] = source
             condition = f"#s IN ({', '.join(placeholders)})"
-        child_update = {
-            "TableName": self.table_name,
-            "Key": {"task_id": job.task_id},
-            "UpdateExpression": update,
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": _dynamo(all_values),
-        }
+        child_update = self._update_request(
+            job.task_id, update=update, condition=condition, values=all_values, names=names
+        )
         after = _written(job, written, remove) if owned else None
         if not job.counts_on_parent:
             return self._update_raw(job.task_id, child_update, after=after)
@@ -637,7 +628,23 @@ class JobStore:
         names: dict[str, str] | None = None,
         busy_if_started: bool = False,
     ) -> Transition:
-        request = {
+        request = self._update_request(
+            task_id, update=update, condition=condition, values=values, names=names
+        )
+        return self._update_raw(task_id, request, busy_if_started=busy_if_started)
+
+    def _update_request(
+        self,
+        task_id: str,
+        *,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        names: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """An UpdateItem request on one job (also an item of a transaction): conditions
+        name the status ``#s``."""
+        return {
             "TableName": self.table_name,
             "Key": {"task_id": task_id},
             "UpdateExpression": update,
@@ -645,7 +652,6 @@ class JobStore:
             "ExpressionAttributeNames": {**_NAMES, **(names or {})},
             "ExpressionAttributeValues": _dynamo(values),
         }
-        return self._update_raw(task_id, request, busy_if_started=busy_if_started)
 
     def _update_raw(
         self,
