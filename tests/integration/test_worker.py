@@ -8,11 +8,11 @@ import json
 from datetime import timedelta
 
 import pytest
-from siprems.jobs.model import Job, JobType, child_task_id, pack_json, utc_now
+from siprems.jobs.model import Job, JobType, pack_json, utc_now
 from siprems.jobs.service import load_result
-from siprems.jobs.store import FanOutLease
 
 from tests.fixtures.app import api_event, invoke, load_event, response_json
+from tests.fixtures.train_all import started_parent
 
 
 def submit(app, event="submit/train-product.json") -> str:
@@ -361,29 +361,6 @@ def test_a_dead_lettered_job_runs_again_when_its_message_is_redriven(app):
     assert app.receive(visibility=0) == []
 
 
-def started_parent_with_children(app, skus: list[str]) -> tuple[Job, list[Job]]:
-    """A train_all parent started for ``skus`` and its children written (none queued)."""
-    store = app.services.store
-    parent = Job.new(JobType.TRAIN_ALL)
-    store.create(parent)
-    lease = FanOutLease(owner="test-run", until=utc_now() + timedelta(minutes=5))
-    assert store.start_parent(
-        parent.task_id, skus=skus, lease=lease, expires_at=parent.expires_at
-    ).applied
-    children = [
-        Job.new(
-            JobType.TRAIN,
-            product_sku=sku,
-            task_id=child_task_id(parent.task_id, sku),
-            parent_id=parent.task_id,
-        )
-        for sku in skus
-    ]
-    for child in children:
-        store.create(child)
-    return parent, children
-
-
 def dead_letter_worker_stopped(app, child: Job) -> Job:
     """``child`` queued, its worker stopped on every delivery: FAILURE, message in the DLQ."""
     app.services.queue.send(child.message())
@@ -402,7 +379,7 @@ def test_a_redriven_train_all_child_trains_its_product_and_a_finished_parent_kee
     parent finished FAILURE on it. Redriven, the child runs again and trains its product; its
     new outcome is its own: counting it on the finished parent would count the child twice. A
     second delivery of the redriven message changes nothing."""
-    parent, [child] = started_parent_with_children(app, ["BRD-001"])
+    parent, [child] = started_parent(app.services.store, ["BRD-001"])
     failed = dead_letter_worker_stopped(app, child)
     finished = job(app, parent.task_id)
     assert finished.status.value == "FAILURE"
@@ -428,7 +405,7 @@ def test_a_child_redriven_while_its_parent_runs_takes_its_failure_back(app):
     """While other children are pending, the redrive moves the child's count from failed back
     to pending (one transaction): its success then counts as any child's, and the parent
     succeeds."""
-    parent, [redriven_child, other] = started_parent_with_children(app, ["BRD-001", "RLL-001"])
+    parent, [redriven_child, other] = started_parent(app.services.store, ["BRD-001", "RLL-001"])
     dead_letter_worker_stopped(app, redriven_child)
     running = job(app, parent.task_id)
     assert running.status.value == "STARTED"

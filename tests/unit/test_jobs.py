@@ -21,6 +21,8 @@ from siprems.jobs.model import (
 from siprems.jobs.schedule import next_run
 from siprems.jobs.store import FanOutLease, Outcome
 
+from tests.fixtures.train_all import started_parent
+
 STALE = timedelta(seconds=120)
 
 
@@ -242,27 +244,6 @@ def test_list_by_status_uses_the_index_newest_first(jobs_store):
     assert [j.task_id for j in jobs_store.list_by_status(JobStatus.STARTED)] == [jobs[1].task_id]
 
 
-def started_parent(
-    jobs_store, skus: list[str], children_of: list[str] | None = None, **kw
-) -> tuple[Job, list[Job]]:
-    """A train_all parent started with ``skus``, and its children (of ``children_of``, by
-    default every SKU), each STARTED."""
-    parent = Job.new(JobType.TRAIN_ALL, **kw)
-    jobs_store.create(parent)
-    assert start(jobs_store, parent, skus).applied
-    children = []
-    for sku in skus if children_of is None else children_of:
-        child = Job.new(
-            JobType.TRAIN,
-            product_sku=sku,
-            parent_id=parent.task_id,
-            task_id=child_task_id(parent.task_id, sku),
-        )
-        jobs_store.create(child)
-        children.append(jobs_store.mark_started(child.task_id, stale_after=STALE).job)
-    return parent, children
-
-
 def test_listings_from_the_status_index_show_whole_jobs_without_results(jobs_store):
     """The index projects only what a listing shows: each listed job's view is the view of
     the job read whole (error, attempts, times, params, a parent's progress), while results
@@ -278,7 +259,9 @@ def test_listings_from_the_status_index_show_whole_jobs_without_results(jobs_sto
     error = JobError(type="not_enough_data", message="3 days of sales")
     assert jobs_store.mark_failed(started, error=error).applied
 
-    parent, children = started_parent(jobs_store, ["A-1", "B-1"], params={"source": "api"})
+    parent, children = started_parent(
+        jobs_store, ["A-1", "B-1"], children_started=True, params={"source": "api"}
+    )
     summary = pack_json({"sku": "A-1", "accuracy": 91.5})
     assert jobs_store.mark_succeeded(children[0], result=summary).applied
 
@@ -314,7 +297,7 @@ def test_listings_from_the_status_index_show_whole_jobs_without_results(jobs_sto
 
 
 def test_parent_counts_children_and_finishes_when_all_are_done(jobs_store):
-    parent, children = started_parent(jobs_store, ["A-1", "B-1"])
+    parent, children = started_parent(jobs_store, ["A-1", "B-1"], children_started=True)
     assert sorted(jobs_store.child_ids(parent.task_id)) == sorted(c.task_id for c in children)
 
     assert jobs_store.mark_succeeded(children[0], result_key="k").applied
@@ -558,7 +541,7 @@ def test_a_losing_concurrent_start_leaves_the_winners_list_as_the_one_read(jobs_
 
 def test_shard_items_are_neither_jobs_by_status_nor_children(jobs_store):
     skus = random_skus(1_001)  # three shards
-    parent, started = started_parent(jobs_store, skus, children_of=skus[:2])
+    parent, started = started_parent(jobs_store, skus, children_of=skus[:2], children_started=True)
     children = [child.task_id for child in started]
     listed = [j.task_id for s in JobStatus for j in jobs_store.list_by_status(s, limit=100)]
     assert sorted(listed) == sorted([parent.task_id, *children])
