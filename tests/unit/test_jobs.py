@@ -550,6 +550,76 @@ def test_shard_items_are_neither_jobs_by_status_nor_children(jobs_store):
     assert len(jobs_store.fan_out_state(parent.task_id).skus) == 1_001
 
 
+def cancelled_transaction(*codes: str) -> Exception:
+    """What DynamoDB raises for a cancelled TransactWriteItems, one reason per item."""
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {
+            "Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
+            "CancellationReasons": [{"Code": code} for code in codes],
+        },
+        "TransactWriteItems",
+    )
+
+
+@pytest.mark.parametrize(
+    "reasons",
+    [("None", "TransactionConflict"), ("TransactionConflict", "None"), ("None", "ThrottlingError")],
+)
+def test_a_child_whose_transaction_meets_another_is_sent_again_and_counted(
+    jobs_store, monkeypatch, reasons
+):
+    """Children of one parent finish together and all write its item: DynamoDB cancels a
+    transaction that meets another (or throttles it) without any condition failing. That
+    is no answer: sent again, the child finishes and its parent counts it."""
+    import siprems.jobs.store as store_module
+
+    parent, (child, _) = started_parent(jobs_store, ["A-1", "B-1"], children_started=True)
+    client = jobs_store._client
+    real = client.transact_write_items
+    calls, sleeps = [], []
+
+    def cancelled_once(**request):
+        calls.append(request)
+        if len(calls) == 1:
+            raise cancelled_transaction(*reasons)
+        return real(**request)
+
+    monkeypatch.setattr(client, "transact_write_items", cancelled_once)
+    monkeypatch.setattr(store_module.time, "sleep", sleeps.append)
+    finished = jobs_store.mark_succeeded(child, result_key="k")
+
+    assert finished.applied and finished.job.status is JobStatus.SUCCESS
+    assert len(calls) == 2 and len(sleeps) == 1
+    counts = jobs_store.get(parent.task_id).children
+    assert (counts.succeeded, counts.pending) == (1, 1)
+
+
+def test_a_transaction_cancelled_every_time_is_a_transient_error_that_changes_nothing(
+    jobs_store, monkeypatch
+):
+    """Still cancelled after every try: a StorageUnavailableError (the worker's message comes
+    back), never the child finished alone with its parent's count lost."""
+    import siprems.jobs.store as store_module
+    from siprems.errors import StorageUnavailableError
+
+    parent, (child, _) = started_parent(jobs_store, ["A-1", "B-1"], children_started=True)
+    client = jobs_store._client
+
+    def always_cancelled(**request):
+        raise cancelled_transaction("None", "TransactionConflict")
+
+    monkeypatch.setattr(client, "transact_write_items", always_cancelled)
+    monkeypatch.setattr(store_module.time, "sleep", lambda seconds: None)
+    with pytest.raises(StorageUnavailableError, match="TransactionConflict"):
+        jobs_store.mark_succeeded(child, result_key="k")
+
+    assert jobs_store.get(child.task_id).status is JobStatus.STARTED
+    counts = jobs_store.get(parent.task_id).children
+    assert (counts.succeeded, counts.pending) == (0, 2)
+
+
 def test_what_dynamodb_leaves_unprocessed_is_sent_again(jobs_store, monkeypatch):
     """BatchWriteItem and BatchGetItem may process part of a request (throttling, a read's
     16 MB answer limit): the rest is sent again."""

@@ -18,6 +18,7 @@ small: DynamoDB bills each of those counter updates by the whole item's size.
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,6 +52,9 @@ PARENT_INDEX = "by_parent"
 # under DynamoDB's 400 KB item limit in the worst case (they pack to ~128 KB). 500 random
 # 10-character SKUs pack to ~4 KB.
 SKUS_PER_SHARD = 500
+# Tries of a child + parent transaction that DynamoDB cancels without a failed condition
+# (about 3 s of backoff in all).
+TRANSACTION_ATTEMPTS = 8
 
 _NAMES = {"#s": "status"}
 
@@ -604,19 +608,41 @@ class JobStore:
         return Transition(Outcome.APPLIED, after or self.get(job.task_id))
 
     def _child_with_parent(
-        self, child_update: dict[str, Any], parent_update: dict[str, Any]
+        self,
+        child_update: dict[str, Any],
+        parent_update: dict[str, Any],
+        *,
+        attempts: int = TRANSACTION_ATTEMPTS,
     ) -> Literal["applied", "child_condition_failed", "parent_condition_failed"]:
-        """A child's update and its parent's in one transaction: both, or neither."""
-        try:
-            self._call(
-                "transact_write_items",
-                TransactItems=[{"Update": child_update}, {"Update": parent_update}],
-            )
-        except _TransactionCancelled as cancelled:
-            if cancelled.failed(0):
-                return "child_condition_failed"
-            return "parent_condition_failed"
-        return "applied"
+        """A child's update and its parent's in one transaction: both, or neither.
+
+        Only a failed condition is an answer. Children of one parent finish at the same time
+        and their transactions all write the parent's item: DynamoDB cancels one that meets
+        another in progress (``TransactionConflict``), or throttles it; that one is sent
+        again with backoff, and after ``attempts`` a StorageUnavailableError (transient:
+        the message comes back) rather than a child finished without its count."""
+        for attempt in range(attempts):
+            if attempt:
+                # jitter, so that the cancelled ones do not meet again
+                time.sleep(random.uniform(0.5, 1.0) * min(0.025 * 2**attempt, 1.0))  # noqa: S311
+            try:
+                self._call(
+                    "transact_write_items",
+                    TransactItems=[{"Update": child_update}, {"Update": parent_update}],
+                )
+            except _TransactionCancelled as cancelled:
+                if cancelled.condition_failed(0):
+                    return "child_condition_failed"
+                if cancelled.condition_failed(1):
+                    return "parent_condition_failed"
+                reasons = cancelled.codes()
+                continue
+            return "applied"
+        raise StorageUnavailableError(
+            f"DynamoDB cancelled a child's and its parent's update {attempts} times "
+            f"({', '.join(reasons)})",
+            dynamodb_error="TransactionCanceledException",
+        )
 
     def _update(
         self,
@@ -752,7 +778,11 @@ class _TransactionCancelled(Exception):
         super().__init__("transaction cancelled")
         self.reasons = response.get("CancellationReasons") or []
 
-    def failed(self, index: int) -> bool:
+    def condition_failed(self, index: int) -> bool:
+        """Whether item ``index``'s condition failed (not a conflict, throttling, ...)."""
         if index >= len(self.reasons):
-            return True  # unknown: treat as failed, the caller re-reads the item
-        return self.reasons[index].get("Code") not in (None, "None", "")
+            return False
+        return self.reasons[index].get("Code") == "ConditionalCheckFailed"
+
+    def codes(self) -> list[str]:
+        return [str(reason.get("Code") or "None") for reason in self.reasons]
