@@ -293,6 +293,37 @@ def test_a_job_cancelled_while_it_runs_keeps_revoked(app):
     assert body["status"] == "REVOKED" and "result" not in body
 
 
+@pytest.mark.parametrize("cancelled_by", ["api", "store"])
+def test_the_last_child_cancelled_while_it_runs_finishes_its_parent(app, cancelled_by):
+    """A train_all child, its parent's last one pending, cancelled while its fit runs: the
+    revoke counts it on the parent, and the parent finishes at once (the cancel route
+    finalises it), or, if the cancel stopped before that ("store": the revoke alone), when
+    the worker's refused outcome finds the child REVOKED. Never STARTED for good."""
+    from siprems.jobs.runner import JobRunner, run_job
+
+    parent, [child] = started_parent(app.services.store, ["BRD-001"])
+    app.services.queue.send(child.message())
+
+    def run_then_get_cancelled(running, services, work_dir):
+        result = run_job(running, services, work_dir)
+        if cancelled_by == "api":
+            cancel = api_event("status/cancel.json", path_parameters={"task_id": running.task_id})
+            assert invoke("status", cancel)["statusCode"] == 200
+            assert job(app, parent.task_id).status.value == "FAILURE"
+        else:
+            assert services.store.revoke(services.store.get(running.task_id)).applied
+            assert job(app, parent.task_id).status.value == "STARTED"
+        return result
+
+    [message] = app.receive()
+    runner = JobRunner(app.services, run=run_then_get_cancelled)
+    assert runner.process(message["Body"], message["ReceiptHandle"], lambda: 60.0) == "lost"
+    assert job(app, child.task_id).status.value == "REVOKED"
+    finished = job(app, parent.task_id)
+    assert finished.status.value == "FAILURE"
+    assert (finished.children.revoked, finished.children.pending) == (1, 0)
+
+
 # -- a job whose worker stops on every delivery (Lambda timeout, crash) ------------------------
 def worker_stopped(app, task_id: str) -> None:
     """The job's worker stopped without an outcome: STARTED, its start older than the worker

@@ -210,10 +210,7 @@ class JobRunner:
 
         done = store.mark_succeeded(job, **recorded)
         if not done.applied:
-            logger.info(
-                "result not recorded: job is now %s", done.job.status.value if done.job else "gone"
-            )
-            return "lost"
+            return self._lost(job, done, "result not recorded")
         add_metric(name="JobsSucceeded", unit=MetricUnit.Count, value=1)
         logger.info(
             "job succeeded",
@@ -255,10 +252,11 @@ class JobRunner:
         done = self.services.store.mark_failed(
             job, error=JobError(type=exc.code, message=exc.message)
         )
-        if done.applied:
-            add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
-            logger.error("job failed", extra={"error_type": exc.code, "error": exc.message})
-            self._after_child(job)
+        if not done.applied:
+            return self._lost(job, done, "failure not recorded")
+        add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+        logger.error("job failed", extra={"error_type": exc.code, "error": exc.message})
+        self._after_child(job)
         return "failed"
 
     def _retry_or_fail(self, job: Job, message: Message, exc: SipremsError) -> str:
@@ -268,7 +266,7 @@ class JobRunner:
             job.task_id, attempt=job.attempts, error=JobError(type=exc.code, message=exc.message)
         )
         if not retry.applied:
-            return "lost"
+            return self._lost(job, retry, "retry not recorded")
         delay = backoff_seconds(
             job.attempts,
             base=self.settings.retry_base_seconds,
@@ -357,6 +355,17 @@ class JobRunner:
                 self.services.queue.change_visibility(message.receipt_handle, seconds)
             except SipremsError:
                 logger.exception("could not change the message visibility")
+
+    def _lost(self, job: Job, refused: Transition, what: str) -> str:
+        """This attempt's outcome was refused: the job moved on without it (cancelled, or
+        taken over by another worker). A child that finished that way (REVOKED while it ran)
+        was counted on its parent by that change, which may have been the parent's last
+        pending child: the parent is finalised here, as after any child's outcome."""
+        now = refused.job
+        logger.info("%s: job is now %s", what, now.status.value if now else "gone")
+        if now is not None and now.terminal:
+            self._after_child(job)
+        return "lost"
 
     def _after_child(self, job: Job) -> None:
         if job.counts_on_parent:
