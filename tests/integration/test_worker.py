@@ -136,8 +136,17 @@ def test_transient_errors_retry_with_backoff_then_fail(app, monkeypatch):
         app.sqs.change_message_visibility(
             QueueUrl=app.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
         )
+    # The message's last delivery starts no run (a worker stopped on it would leave the job
+    # STARTED with the message in the DLQ): the job is queued again as a fresh message.
     [message] = app.receive(visibility=0)
+    assert message["Attributes"]["ApproximateReceiveCount"] == "3"
     assert invoke("worker", app.sqs_event([message])) == {"batchItemFailures": []}
+    waiting = job(app, task_id)
+    assert waiting.status.value == "RETRY" and waiting.attempts == 2
+    [fresh] = app.receive(visibility=0)
+    assert fresh["MessageId"] != message["MessageId"]
+    assert fresh["Attributes"]["ApproximateReceiveCount"] == "1"
+    assert invoke("worker", app.sqs_event([fresh])) == {"batchItemFailures": []}
     failed = job(app, task_id)
     assert failed.status.value == "FAILURE" and failed.attempts == 3
     assert failed.error.type == "database_unavailable"
@@ -178,6 +187,30 @@ def test_too_little_time_on_the_last_delivery_queues_the_job_again_not_to_the_dl
     assert invoke("worker", app.sqs_event([fresh])) == {"batchItemFailures": []}
     assert job(app, task_id).status.value == "SUCCESS"
     assert app.services.dead_letters.peek() == []
+
+
+def test_no_run_starts_on_a_last_delivery_so_a_worker_dying_there_cannot_strand_the_job(app):
+    """A job still waiting on its message's last delivery (PENDING here; RETRY after transient
+    errors) is not run on it: had the worker been stopped there (a timeout, a crash), the
+    message would have gone to the DLQ with the job STARTED and nothing left to notice. It is
+    queued again as a fresh message, whose deliveries run it (and, if it keeps dying, end in
+    worker_stopped on that message's last delivery)."""
+    from siprems.jobs.runner import JobRunner
+
+    task_id = submit(app)
+    message = last_delivery(app)
+    runs = []
+    runner = JobRunner(app.services, run=lambda *args: runs.append(args) or {})
+    handled = runner.process(message["Body"], message["ReceiptHandle"], lambda: 60.0, 3)
+    assert handled == "requeued" and runs == []
+    waiting = job(app, task_id)
+    assert waiting.status.value == "PENDING" and waiting.attempts == 0
+    app.sqs.delete_message(QueueUrl=app.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    [fresh] = app.receive()
+    assert fresh["Attributes"]["ApproximateReceiveCount"] == "1"
+    assert invoke("worker", app.sqs_event([fresh])) == {"batchItemFailures": []}
+    assert job(app, task_id).status.value == "SUCCESS"
 
 
 def test_a_job_running_elsewhere_on_the_last_delivery_is_queued_again_for_later(app):

@@ -164,7 +164,15 @@ class JobRunner:
 
         stale_after = timedelta(seconds=self.settings.worker_timeout_seconds)
         if self._last_delivery(message):
-            self._dead_letter_if_worker_stopped(message, stale_after)
+            current = self._dead_letter_if_worker_stopped(message, stale_after)
+            if current is not None and _would_run(current, message):
+                # No run starts on a message's last delivery: a worker stopped on it (a
+                # timeout, a crash) would leave the job STARTED, its message in the DLQ and
+                # nothing to notice. A fresh message runs it; the job's attempts still bound
+                # its runs, and its deliveries still end in worker_stopped if it keeps dying.
+                running = current.status is JobStatus.STARTED
+                delay = self.settings.worker_timeout_seconds if running else 0
+                return self._hand_back(message, delay, "no run starts on a last delivery")
         claim = store.mark_started(message.task_id, stale_after=stale_after)
         if claim.outcome is Outcome.TERMINAL and claim.job and claim.job.dead_lettered:
             claim = self._redrive(message, claim.job)
@@ -283,14 +291,17 @@ class JobRunner:
         )
         return self._hand_back(message, delay, f"retry in {delay}s")
 
-    def _dead_letter_if_worker_stopped(self, message: Message, stale_after: timedelta) -> None:
+    def _dead_letter_if_worker_stopped(
+        self, message: Message, stale_after: timedelta
+    ) -> Job | None:
         """On the message's last delivery: a STARTED job whose worker stopped without an
         outcome fails (``worker_stopped``, marked dead-lettered) and the message is kept, to
-        reach the DLQ at once. Anything else goes on to the claim."""
+        reach the DLQ at once (KeepMessage). Otherwise returns the job as read (None: no
+        such job)."""
         store = self.services.store
         job = store.get(message.task_id)
         if job is None or job.status is not JobStatus.STARTED:
-            return
+            return job
         error = WorkerStoppedError(job.attempts)
         stopped = store.mark_worker_stopped(
             job,
@@ -299,7 +310,7 @@ class JobRunner:
             delivery=message.delivery,
         )
         if not stopped.applied:
-            return  # running elsewhere, or it moved on: the claim decides
+            return stopped.job  # running elsewhere, or it moved on
         add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
         logger.error(
             "job failed: its worker stopped on every delivery, message goes to the DLQ",
@@ -370,3 +381,11 @@ class JobRunner:
     def _after_child(self, job: Job) -> None:
         if job.counts_on_parent:
             self.services.store.finalize_parent(job.parent_id)
+
+
+def _would_run(job: Job, message: Message) -> bool:
+    """Whether a claim of ``job`` by ``message`` could start a run: the job has not
+    finished, or it failed dead-lettered by another delivery (a redrive)."""
+    if not job.terminal:
+        return True
+    return job.dead_lettered is not None and job.dead_lettered != message.delivery
