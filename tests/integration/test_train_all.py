@@ -270,3 +270,65 @@ def test_a_second_run_while_the_lease_is_held_fails_to_be_retried_and_writes_not
         fanout.train_all(app.services, parent_id, seconds_left=lambda: 5, sleep=lambda s: None)
     assert queued_ids(app) == []
     assert len(app.items()) == 2  # the parent and the shard of its SKU list
+
+
+def test_a_run_waiting_on_a_fan_out_stops_when_the_parent_is_cancelled(app, monkeypatch):
+    """A waiting run leaves as soon as the parent has finished (cancelled), without writing
+    anything: also once the other run's lease has run out (its takeover would fail on the
+    finished parent: before, the loop went round again at once, without a pause)."""
+    from datetime import timedelta
+
+    from siprems.jobs import fanout
+    from siprems.jobs.model import utc_now
+    from siprems.jobs.store import FanOutLease
+
+    parent_id, _ = derived_parent(app, 30)
+    skus = [f"DRV-{i:05d}" for i in range(30)]
+    lease = FanOutLease(owner="stopped-run", until=utc_now() + timedelta(seconds=1))
+    store = app.services.store
+    expires_at = store.get(parent_id).expires_at
+    assert store.start_parent(parent_id, skus=skus, lease=lease, expires_at=expires_at).applied
+
+    waits, reads = [], []
+    read_state = store.fan_out_state
+
+    def counted_read(*args, **kwargs):
+        reads.append(args)
+        assert len(reads) < 50, "the waiting run went round without stopping"
+        return read_state(*args, **kwargs)
+
+    monkeypatch.setattr(store, "fan_out_state", counted_read)
+
+    def wait(seconds):
+        waits.append(seconds)
+        if len(waits) == 1:
+            assert store.revoke(store.get(parent_id)).applied
+            time.sleep(1.1)  # and the other run's lease runs out
+
+    result = fanout.train_all(app.services, parent_id, seconds_left=lambda: 60, sleep=wait)
+    assert result.status == "REVOKED" and (result.created, result.queued) == (0, 0)
+    assert len(waits) == 1
+    assert queued_ids(app) == []
+
+
+def test_a_child_of_a_cancelled_parent_is_revoked_without_work(app):
+    """A cancel revokes the children it finds (the by_parent index, eventually consistent);
+    one it missed (written by a fan-out still running, or not yet in the index) is revoked
+    by the worker that claims it, and counted on the parent, instead of being trained."""
+    from siprems.jobs.runner import JobRunner
+
+    from tests.fixtures.train_all import started_parent
+
+    store = app.services.store
+    parent, [child] = started_parent(store, ["BRD-001"])
+    assert store.revoke(store.get(parent.task_id)).applied  # the cancel, before its child pass
+    app.services.queue.send(child.message())
+
+    runs = []
+    runner = JobRunner(app.services, run=lambda *args: runs.append(args) or {})
+    [message] = app.receive()
+    assert runner.process(message["Body"], message["ReceiptHandle"], lambda: 60.0) == "skipped"
+    assert runs == []
+    assert store.get(child.task_id).status.value == "REVOKED"
+    counts = store.get(parent.task_id).children
+    assert (counts.revoked, counts.pending) == (1, 0)

@@ -106,13 +106,16 @@ def train_all(
         state = store.fan_out_state(parent_id, with_skus=False)  # another run started it
 
     # Another run started the fan-out: wait for it, or take over if it stopped part way.
-    while state is not None and state.started and not state.fanned_out:
+    while (
+        state is not None and state.started and not state.fanned_out and not state.parent.terminal
+    ):
         now = utc_now()
         if not state.lease_active(now):
             expired = store.fan_out_state(parent_id)  # with the SKU list, to take over
             if expired is not None and expired.skus is not None:
                 if store.take_fan_out_lease(parent_id, lease=lease, expired=expired, now=now):
                     return _fan_out(services, parent, expired.skus, lease, conditional=True)
+            sleep(LEASE_POLL_SECONDS)  # another run took it first: poll, do not spin
         elif seconds_left() < LEASE_POLL_SECONDS + LEASE_MARGIN:
             raise FanOutInProgressError(
                 f"train_all {parent_id}: another run is still fanning out its children",

@@ -195,6 +195,13 @@ class JobRunner:
 
         job = claim.job
         assert job is not None
+        if job.counts_on_parent and self._parent_cancelled(job):
+            # The cancel's pass over the children misses those written after it (a fan-out
+            # still running) or not yet in the by_parent index: they stop here.
+            if store.revoke(job).applied:
+                logger.info("train_all parent cancelled: child revoked without work")
+                self._after_child(job)
+            return "skipped"
         logger.info("job started", extra={"attempt": job.attempts, "job_type": job.type.value})
         work_dir = self.settings.work_dir / job.task_id
         started = time.monotonic()
@@ -377,6 +384,11 @@ class JobRunner:
         if now is not None and now.terminal:
             self._after_child(job)
         return "lost"
+
+    def _parent_cancelled(self, job: Job) -> bool:
+        assert job.parent_id is not None
+        parent = self.services.store.get(job.parent_id)
+        return parent is not None and parent.status is JobStatus.REVOKED
 
     def _after_child(self, job: Job) -> None:
         if job.counts_on_parent:
