@@ -117,12 +117,19 @@ def test_active_and_scheduled_lists(app):
     active = response_json(invoke("status", api_event("status/active.json")))
     assert [t["task_id"] for t in active["tasks"]] == [running]
     assert active["tasks"][0]["status"] == "STARTED"
+    assert active["active_tasks"] == active["tasks"]  # the original API's key
 
     scheduled = response_json(invoke("status", api_event("status/scheduled.json")))
     assert {t["task_id"]: t["status"] for t in scheduled["tasks"]} == {
         queued: "PENDING",
         retrying: "RETRY",
     }
+    assert scheduled["scheduled_tasks"] == scheduled["tasks"]  # the original API's key
+    # a limit holds across both statuses: the newest waiting job (the RETRY one)
+    event = api_event("status/scheduled.json")
+    event["queryStringParameters"] = {"limit": "1"}
+    one = response_json(invoke("status", event))
+    assert [t["task_id"] for t in one["tasks"]] == [retrying] and one["count"] == 1
     assert scheduled["nightly"]["schedule"] == "cron(0 2 * * ? *)"
     assert scheduled["nightly"]["next_run"].endswith("T02:00:00.000Z")
     assert scheduled["queue"]["visible"] == 3
@@ -177,7 +184,9 @@ def test_openapi_document_covers_both_functions(app):
     assert "/api/predict/async" in paths and "/api/tasks/{task_id}" in paths
     assert "/api/admin/dlq/redrive" in paths
     schema = response_json(response)["components"]["schemas"]["PredictRequest"]
-    assert schema["properties"]["days"]["maximum"] == 365
+    number, text = schema["properties"]["days"]["anyOf"]
+    assert number == {"type": "integer", "minimum": 1, "maximum": 365}
+    assert text["type"] == "string" and text["pattern"]
 
 
 def test_unknown_route_is_a_json_404(app):
@@ -228,3 +237,41 @@ def test_training_all_that_cannot_start_fails_its_parent_and_answers_503(app, mo
     assert parent["type"] == "train_all" and parent["status"] == "FAILURE"
     assert parent["error"]["type"] == "invoke_failed"
     assert app.receive(visibility=0) == []
+
+
+@pytest.mark.parametrize("history_days", [-1, 36501, "ALL", "60", True, 1.5])
+def test_a_bad_history_window_is_refused_and_changes_nothing(app, history_days):
+    body = {"product_sku": "BRD-001", "days": 7, "history_days": history_days}
+    response = invoke("submit", api_event("submit/predict-async.json", body=body))
+    assert response["statusCode"] == 422, response["body"]
+    assert "history_days" in response_json(response)["error"]
+    assert_nothing_written(app)
+
+
+def test_the_forecast_answers_the_history_window_asked_for(app):
+    """chartData holds the last 60 days of sales by default (a small answer), none with
+    ``history_days`` 0, and the whole history with "all" (a large answer, kept in S3)."""
+    asked = {"default": None, "none": 0, "all": "all"}
+    task_ids = {}
+    for name, history_days in asked.items():
+        body = {"product_sku": "BRD-001", "days": 7}
+        if history_days is not None:
+            body["history_days"] = history_days
+        response = invoke("submit", api_event("submit/predict-async.json", body=body))
+        assert response["statusCode"] == 202, response["body"]
+        task_ids[name] = response_json(response)["task_id"]
+    app.drain()
+
+    history = {}
+    for name, task_id in task_ids.items():
+        status = invoke(
+            "status", api_event("status/task.json", path_parameters={"task_id": task_id})
+        )
+        result = response_json(status)["result"]
+        history[name] = [row for row in result["chartData"] if row["historical"] is not None]
+        assert len(result["chartData"]) - len(history[name]) == 7
+    assert 50 <= len(history["default"]) <= 60 and history["none"] == []
+    assert len(history["all"]) > 1_500  # BRD-001 sold on about 1,800 days
+    assert history["all"][-len(history["default"]) :] == history["default"]
+    job = app.services.store.get(task_ids["all"])
+    assert job.result_key is not None and job.params["history_days"] == "all"

@@ -4,10 +4,11 @@ OpenAPI). Every status a route can answer is documented with its body, the gatew
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from siprems.jobs.model import JobStatus
 
@@ -23,16 +24,47 @@ def _integral_number(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+# 1..365 written as text: the original API read days with int(), so its clients may send "30"
+DAYS_TEXT_PATTERN = r"^(?:[1-9]|[1-9][0-9]|[12][0-9]{2}|3[0-5][0-9]|36[0-5])$"
+
+
+def _days_number(value: Any) -> Any:
+    """``_integral_number``, and the days as text of the original API ("30")."""
+    if isinstance(value, str) and re.fullmatch(DAYS_TEXT_PATTERN, value):
+        return int(value)
+    return _integral_number(value)
+
+
 Days = Annotated[
     int,
-    Field(ge=1, le=365, strict=True, description="Days to forecast (1..365)"),
-    BeforeValidator(_integral_number),
+    Field(ge=1, le=365, strict=True),
+    BeforeValidator(_days_number),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": 365},
+                {"type": "string", "pattern": DAYS_TEXT_PATTERN},
+            ],
+            "description": "Days to forecast (1..365; also as text, as the original API took it)",
+        }
+    ),
+]
+
+
+HistoryDays = Annotated[
+    Annotated[int, Field(ge=0, le=36500, strict=True), BeforeValidator(_integral_number)]
+    | Literal["all"],
+    Field(
+        description='Days of sales history before the forecast in chartData (0..36500), or "all"; '
+        "absent: the last 60 days"
+    ),
 ]
 
 
 class PredictRequest(BaseModel):
     product_sku: Sku
     days: Days = 7
+    history_days: HistoryDays | None = None
 
 
 # --- answers ---------------------------------------------------------------------------------

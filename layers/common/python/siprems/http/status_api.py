@@ -52,7 +52,8 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
             service.job_view(job)
             for job in svc.store.list_by_status(JobStatus.STARTED, limit=limit)
         ]
-        return json_response(200, {"tasks": jobs, "count": len(jobs)})
+        # active_tasks: the original API's key for the same list (its clients read it)
+        return json_response(200, {"tasks": jobs, "count": len(jobs), "active_tasks": jobs})
 
     @app.get(
         "/api/tasks/scheduled",
@@ -63,15 +64,19 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
     def scheduled(limit: Limit = 50) -> Response[dict[str, Any]]:
         principal(app)
         svc = services()
-        jobs = [
-            service.job_view(job)
+        waiting = [
+            job
             for status in (JobStatus.PENDING, JobStatus.RETRY)
             for job in svc.store.list_by_status(status, limit=limit)
         ]
+        # newest first across both statuses, as each list is, and no more than asked for
+        waiting.sort(key=lambda job: job.created_at, reverse=True)
+        jobs = [service.job_view(job) for job in waiting[:limit]]
         upcoming = next_run(svc.settings.nightly_schedule, datetime.now(UTC))
         body: dict[str, Any] = {
             "tasks": jobs,
             "count": len(jobs),
+            "scheduled_tasks": jobs,  # the original API's key for the same list
             "nightly": {
                 "schedule": svc.settings.nightly_schedule,
                 "next_run": iso(upcoming) if upcoming else None,

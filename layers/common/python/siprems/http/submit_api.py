@@ -29,7 +29,8 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
             JobType.PREDICT,
             principal=caller,
             product_sku=request.product_sku,
-            params={"days": request.days},
+            params={"days": request.days}
+            | ({"history_days": request.history_days} if request.history_days is not None else {}),
         )
         return svc, service.submit(svc, job)
 

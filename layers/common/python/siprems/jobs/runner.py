@@ -122,9 +122,18 @@ def run_job(job: Job, services: Services, work_dir: Path) -> dict[str, Any]:
         raise PermanentError(f"job {job.task_id} has no product_sku")
     if job.type is JobType.PREDICT:
         days = job.params.get("days", services.settings.default_forecast_days)
+        history: dict[str, Any] = {}
+        if "history_days" in job.params:  # absent: the service's default window
+            asked = job.params["history_days"]
+            history["history_days"] = None if asked == "all" else int(asked)
         with services.sales.repository() as sales:
             return forecast_product(
-                job.product_sku, days, sales=sales, store=services.models, work_dir=work_dir
+                job.product_sku,
+                days,
+                sales=sales,
+                store=services.models,
+                work_dir=work_dir,
+                **history,
             )
     if job.type is JobType.TRAIN:
         with TRAINING_SLOT, services.sales.repository() as sales:
