@@ -197,11 +197,14 @@ def _error(status: int, body: dict[str, Any], client: Client, method: str, path:
             f"{method} {path} needs the admin role; this token does not have it "
             "(local stack: siprems token --role admin)"
         )
-        # API Gateway answers 403 "Missing Authentication Token" for a route that does not exist.
+        # A stack deployed before the template's own 404 for it: API Gateway answers a route
+        # that does not exist with 403 "Missing Authentication Token".
         if "missing authentication token" in detail.lower():
             message = f"no such route {method} {path} at {client.base_url}: is the API URL right?"
         return ApiError(message, exit_code=EXIT_AUTH, status=status, type="forbidden", body=body)
     if status == 404:
+        if detail == "no such route":  # the gateway's answer: no function has this route
+            detail = f"no such route {method} {path} at {client.base_url}: is the API URL right?"
         return ApiError(
             detail or f"not found: {path}",
             exit_code=EXIT_NOT_FOUND,

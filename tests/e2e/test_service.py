@@ -69,7 +69,36 @@ def test_unknown_task_is_404(service):
     assert answer.status == 404
 
 
+def test_a_route_that_does_not_exist_is_a_json_404_a_browser_can_read(service):
+    """API Gateway answers it before any function runs: the template's gateway response (the
+    error body, CORS), not its own 403 "Missing Authentication Token"; also a method a
+    route does not have."""
+    for method, path in (("GET", "/api/nothing-here"), ("DELETE", "/api/tasks/active")):
+        answer = http(method, f"{service.base}{path}", token=service.user_token)
+        assert answer.status == 404, (method, path, answer.body)
+        assert answer.body == {"error": "no such route", "type": "not_found"}
+        assert answer.headers.get("Access-Control-Allow-Origin") == "*"
+
+
 # -- forecasts and training ---------------------------------------------------------------------
+def test_days_as_text_and_the_whole_history_on_request(service):
+    """The original API's clients may send days as text; "history_days": "all" answers the
+    whole history in chartData (a large result, kept in S3 and read back by the status)."""
+    answer = http(
+        "POST",
+        f"{service.base}/api/predict/async",
+        token=service.user_token,
+        body={"product_sku": "CKE-001", "days": "14", "history_days": "all"},
+    )
+    assert answer.status == 202, answer.body
+    assert answer.body["forecast_days"] == 14
+    done = wait_task(service, answer.body["task_id"])
+    assert done["status"] == "SUCCESS", done
+    chart = done["result"]["chartData"]
+    assert len([row for row in chart if row["historical"] is None]) == 14
+    assert len(chart) - 14 > 1_000
+
+
 def test_async_predict_30_days(service):
     answer = http(
         "POST",

@@ -30,6 +30,32 @@ def test_a_body_that_is_not_utf8_is_400_not_a_crash(function, event):
     assert response_json(response)["type"] == "invalid_json"
 
 
+def test_what_the_gateway_answers_itself_is_the_error_body_with_cors():
+    """Found in a review: a route or method that does not exist, throttling and timeouts are
+    answered by API Gateway before any function runs: 403 {"message": "Missing
+    Authentication Token"} for an unknown route, and none of them with a CORS header (a
+    browser saw an opaque error). The template answers them with the error body and CORS; an
+    unknown route is a 404."""
+    responses = load_template()["Resources"]["Api"]["Properties"]["GatewayResponses"]
+    assert responses["MISSING_AUTHENTICATION_TOKEN"]["StatusCode"] == 404
+    for kind in (
+        "UNAUTHORIZED",
+        "ACCESS_DENIED",
+        "MISSING_AUTHENTICATION_TOKEN",
+        "DEFAULT_4XX",
+        "DEFAULT_5XX",
+    ):
+        headers = responses[kind]["ResponseParameters"]["Headers"]
+        assert headers["Access-Control-Allow-Origin"] == "'*'", kind
+        template = responses[kind]["ResponseTemplates"]["application/json"]
+        # as API Gateway fills it: $context.error.messageString is the message as a JSON string
+        body = template.replace("$context.error.messageString", json.dumps('Say "hi"'))
+        assert set(ErrorBody.model_validate_json(body).model_dump(exclude_none=True)) == {
+            "error",
+            "type",
+        }, kind
+
+
 def test_the_gateways_own_401_and_403_bodies_are_the_documented_error_body():
     """Found: on the local stack every 401 was {"message": "Unauthorized"} (LocalStack applied
     neither the template's gateway responses nor their templates; fixed by the project's

@@ -65,7 +65,8 @@ def register_fault_injection():
 
 @hooks.on_infra_start()
 def apply_gateway_responses():
-    """A REST API's gateway responses as on AWS: the template's own 401/403 bodies and headers.
+    """A REST API's gateway responses as on AWS: the template's own bodies, status codes and
+    headers (401, 403, an unknown route's 404, the 4XX/5XX defaults).
 
     LocalStack's importer ignores ``x-amazon-apigateway-gateway-responses`` in an OpenAPI body
     (what SAM deploys), and its error step never applies a response's templates or header
@@ -132,7 +133,8 @@ def apply_gateway_responses():
             if name.startswith("gatewayresponse.header.") and value[:1] == value[-1:] == "'":
                 headers[name.removeprefix("gatewayresponse.header.")] = value[1:-1]
         headers.pop("Content-Length", None)
-        return Response(response=body, headers=headers, status=answer.status_code)
+        status = configured.get("statusCode") or answer.status_code
+        return Response(response=body, headers=headers, status=int(status))
 
     handler.create_exception_response = create_exception_response
 
