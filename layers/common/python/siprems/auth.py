@@ -62,6 +62,11 @@ class Principal:
         )
 
 
+# Tolerance on a token's time claims: a fresh token from a login service whose clock runs a
+# second ahead has an iat "in the future", which PyJWT refuses without it.
+CLOCK_SKEW_SECONDS = 30
+
+
 def mint_token(
     secret: str,
     *,
@@ -85,8 +90,10 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def verify_access_token(token: str, secret: str, *, leeway: int = 0) -> Principal:
-    """The principal of a valid access token; UnauthorizedError for anything else."""
+def verify_access_token(token: str, secret: str, *, leeway: int = CLOCK_SKEW_SECONDS) -> Principal:
+    """The principal of a valid access token; UnauthorizedError for anything else. Its time
+    claims (iat, nbf, exp) hold within ``leeway`` seconds: tokens come from the login
+    service, whose clock may run a little ahead of or behind this one."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
