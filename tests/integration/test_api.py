@@ -275,3 +275,31 @@ def test_the_forecast_answers_the_history_window_asked_for(app):
     assert history["all"][-len(history["default"]) :] == history["default"]
     job = app.services.store.get(task_ids["all"])
     assert job.result_key is not None and job.params["history_days"] == "all"
+
+
+def test_content_types_are_case_insensitive_and_a_form_body_is_415(app):
+    """Found in a review: "APPLICATION/JSON" was refused as unsupported (415) although media
+    types are case-insensitive, and a form body (curl -d without -H, carrying JSON or
+    fields) was parsed as a form: 422 "field required" for the JSON one, a job for the
+    other. Now JSON in any case is JSON, and a form body is 415 saying what to send."""
+
+    def submit_as(content_type, body):
+        event = api_event("submit/predict-async.json")
+        event["headers"] = {**event["headers"], "Content-Type": content_type}
+        event["multiValueHeaders"] = {
+            **event.get("multiValueHeaders", {}),
+            "Content-Type": [content_type],
+        }
+        event["body"] = body
+        return invoke("submit", event)
+
+    form = "application/x-www-form-urlencoded"
+    for body in ('{"product_sku": "BRD-001", "days": 7}', "product_sku=BRD-001&days=7"):
+        refused = submit_as(form, body)
+        assert refused["statusCode"] == 415, refused["body"]
+        assert response_json(refused)["type"] == "unsupported_media_type"
+        assert "application/json" in response_json(refused)["error"]
+    assert_nothing_written(app)
+
+    accepted = submit_as("APPLICATION/JSON; charset=UTF-8", '{"product_sku": "BRD-001"}')
+    assert accepted["statusCode"] == 202, accepted["body"]

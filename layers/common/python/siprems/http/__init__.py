@@ -25,6 +25,8 @@ from siprems.observability import logger
 
 # Tokens travel in the Authorization header, never in cookies: any origin may call the API.
 CORS = CORSConfig(allow_origin="*", allow_headers=["Authorization", "Content-Type"], max_age=300)
+# What curl -d sends without a Content-Type; Powertools would parse it as a form.
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
 def json_response(status: int, body: dict[str, Any]) -> Response:
@@ -42,8 +44,35 @@ def error_response(exc: SipremsError) -> Response:
     return json_response(exc.http_status, error_body(exc.message, exc.code, exc.details or None))
 
 
+class JsonApiResolver(APIGatewayRestResolver):
+    """Powertools' REST resolver for a JSON-only API. Media types are case-insensitive
+    (RFC 9110) but Powertools compares the Content-Type as written ("APPLICATION/JSON" was a
+    415): the media type is lower-cased before it looks."""
+
+    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        for headers in (event.get("headers"), event.get("multiValueHeaders")):
+            for name, value in (headers or {}).items():
+                if name.lower() == "content-type":
+                    headers[name] = _lower_media_type(value)
+        return super().resolve(event, context)
+
+
+def _lower_media_type(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_lower_media_type(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    media, _, parameters = value.partition(";")
+    return media.strip().lower() + (";" + parameters if parameters else "")
+
+
+def _form(app: APIGatewayRestResolver) -> bool:
+    content_type = app.current_event.headers.get("content-type") or ""
+    return content_type.startswith(FORM_CONTENT_TYPE)
+
+
 def new_resolver() -> APIGatewayRestResolver:
-    app = APIGatewayRestResolver(enable_validation=True, cors=CORS)
+    app = JsonApiResolver(enable_validation=True, cors=CORS)
 
     @app.exception_handler(SipremsError)
     def _siprems_error(exc: SipremsError) -> Response:
@@ -77,8 +106,18 @@ def new_resolver() -> APIGatewayRestResolver:
             raise exc
         return json_response(415, not_json)
 
+    def _json_only(app: APIGatewayRestResolver, next_middleware: Any) -> Response:
+        # a form body that validated as a request (validation runs before this)
+        if _form(app) and app.current_event.body:
+            return json_response(415, not_json)
+        return next_middleware(app)
+
+    app.use(middlewares=[_json_only])
+
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response:
+        if _form(app) and app.current_event.body:
+            return json_response(415, not_json)  # "field required" would mislead
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             return json_response(400, error_body("request body is not valid JSON", "invalid_json"))
