@@ -152,6 +152,23 @@ def derived_parent(app, count):
     return parent.task_id, expected
 
 
+def started_by_another_run(app, count, *, owner, lease_seconds):
+    """A parent of ``count`` derived SKUs whose fan-out another run (``owner``) started and
+    holds for ``lease_seconds``, none of its children written yet."""
+    from datetime import timedelta
+
+    from siprems.jobs.model import utc_now
+    from siprems.jobs.store import FanOutLease
+
+    parent_id, expected = derived_parent(app, count)
+    skus = [f"DRV-{i:05d}" for i in range(count)]
+    lease = FanOutLease(owner=owner, until=utc_now() + timedelta(seconds=lease_seconds))
+    store = app.services.store
+    expires_at = store.get(parent_id).expires_at
+    assert store.start_parent(parent_id, skus=skus, lease=lease, expires_at=expires_at).applied
+    return parent_id, expected
+
+
 def queued_ids(app):
     ids = []
     while messages := app.receive():
@@ -221,18 +238,11 @@ def test_a_run_stopped_part_way_is_taken_over_when_its_lease_runs_out(app, monke
     """A holder that stopped without a word (killed) keeps its lease until its own deadline
     (plus a margin) has passed; then the next run takes over and finishes the fan-out. While
     it waits it reads the parent alone: the SKU list only once, to take over."""
-    from datetime import timedelta
 
     from siprems.jobs import fanout
-    from siprems.jobs.model import utc_now
-    from siprems.jobs.store import FanOutLease
 
-    parent_id, expected = derived_parent(app, 30)
-    skus = [f"DRV-{i:05d}" for i in range(30)]
-    lease = FanOutLease(owner="killed-run", until=utc_now() + timedelta(seconds=1))
+    parent_id, expected = started_by_another_run(app, 30, owner="killed-run", lease_seconds=1)
     store = app.services.store
-    expires_at = store.get(parent_id).expires_at
-    assert store.start_parent(parent_id, skus=skus, lease=lease, expires_at=expires_at).applied
 
     waits, list_reads = [], []
     read_list = store._frozen_skus
@@ -252,19 +262,11 @@ def test_a_run_stopped_part_way_is_taken_over_when_its_lease_runs_out(app, monke
 
 
 def test_a_second_run_while_the_lease_is_held_fails_to_be_retried_and_writes_nothing(app):
-    from datetime import timedelta
 
     import pytest
     from siprems.jobs import fanout
-    from siprems.jobs.model import utc_now
-    from siprems.jobs.store import FanOutLease
 
-    parent_id, _ = derived_parent(app, 30)
-    skus = [f"DRV-{i:05d}" for i in range(30)]
-    lease = FanOutLease(owner="busy-run", until=utc_now() + timedelta(minutes=2))
-    store = app.services.store
-    expires_at = store.get(parent_id).expires_at
-    assert store.start_parent(parent_id, skus=skus, lease=lease, expires_at=expires_at).applied
+    parent_id, _ = started_by_another_run(app, 30, owner="busy-run", lease_seconds=120)
 
     with pytest.raises(fanout.FanOutInProgressError):
         fanout.train_all(app.services, parent_id, seconds_left=lambda: 5, sleep=lambda s: None)
@@ -276,18 +278,11 @@ def test_a_run_waiting_on_a_fan_out_stops_when_the_parent_is_cancelled(app, monk
     """A waiting run leaves as soon as the parent has finished (cancelled), without writing
     anything: also once the other run's lease has run out (its takeover would fail on the
     finished parent: before, the loop went round again at once, without a pause)."""
-    from datetime import timedelta
 
     from siprems.jobs import fanout
-    from siprems.jobs.model import utc_now
-    from siprems.jobs.store import FanOutLease
 
-    parent_id, _ = derived_parent(app, 30)
-    skus = [f"DRV-{i:05d}" for i in range(30)]
-    lease = FanOutLease(owner="stopped-run", until=utc_now() + timedelta(seconds=1))
+    parent_id, _ = started_by_another_run(app, 30, owner="stopped-run", lease_seconds=1)
     store = app.services.store
-    expires_at = store.get(parent_id).expires_at
-    assert store.start_parent(parent_id, skus=skus, lease=lease, expires_at=expires_at).applied
 
     waits, reads = [], []
     read_state = store.fan_out_state
