@@ -644,19 +644,9 @@ class JobStore:
             dynamodb_error="TransactionCanceledException",
         )
 
-    def _update(
-        self,
-        task_id: str,
-        *,
-        update: str,
-        condition: str,
-        values: dict[str, Any],
-        names: dict[str, str] | None = None,
-        busy_if_started: bool = False,
-    ) -> Transition:
-        request = self._update_request(
-            task_id, update=update, condition=condition, values=values, names=names
-        )
+    def _update(self, task_id: str, *, busy_if_started: bool = False, **parts: Any) -> Transition:
+        """One job's conditional update; ``parts`` as ``_update_request`` takes them."""
+        request = self._update_request(task_id, **parts)
         return self._update_raw(task_id, request, busy_if_started=busy_if_started)
 
     def _update_request(
