@@ -180,6 +180,7 @@ class Client:
 def _error(status: int, body: dict[str, Any], client: Client, method: str, path: str) -> ApiError:
     kind = str(body.get("type") or "")
     detail = str(body.get("error") or body.get("message") or "").strip()
+    wrong_url = f"no such route {method} {path} at {client.base_url}: is the API URL right?"
     if status == 401:
         if not client.token:
             message = (
@@ -200,11 +201,11 @@ def _error(status: int, body: dict[str, Any], client: Client, method: str, path:
         # A stack deployed before the template's own 404 for it: API Gateway answers a route
         # that does not exist with 403 "Missing Authentication Token".
         if "missing authentication token" in detail.lower():
-            message = f"no such route {method} {path} at {client.base_url}: is the API URL right?"
+            message = wrong_url
         return ApiError(message, exit_code=EXIT_AUTH, status=status, type="forbidden", body=body)
     if status == 404:
         if detail == "no such route":  # the gateway's answer: no function has this route
-            detail = f"no such route {method} {path} at {client.base_url}: is the API URL right?"
+            detail = wrong_url
         return ApiError(
             detail or f"not found: {path}",
             exit_code=EXIT_NOT_FOUND,

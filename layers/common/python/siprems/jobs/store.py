@@ -608,20 +608,17 @@ class JobStore:
         return Transition(Outcome.APPLIED, after or self.get(job.task_id))
 
     def _child_with_parent(
-        self,
-        child_update: dict[str, Any],
-        parent_update: dict[str, Any],
-        *,
-        attempts: int = TRANSACTION_ATTEMPTS,
+        self, child_update: dict[str, Any], parent_update: dict[str, Any]
     ) -> Literal["applied", "child_condition_failed", "parent_condition_failed"]:
         """A child's update and its parent's in one transaction: both, or neither.
 
         Only a failed condition is an answer. Children of one parent finish at the same time
         and their transactions all write the parent's item: DynamoDB cancels one that meets
         another in progress (``TransactionConflict``), or throttles it; that one is sent
-        again with backoff, and after ``attempts`` a StorageUnavailableError (transient:
-        the message comes back) rather than a child finished without its count."""
-        for attempt in range(attempts):
+        again with backoff, and after ``TRANSACTION_ATTEMPTS`` tries a StorageUnavailableError
+        (transient: the message comes back) rather than a child finished without its count."""
+        reasons: list[str] = []
+        for attempt in range(TRANSACTION_ATTEMPTS):
             if attempt:
                 # jitter, so that the cancelled ones do not meet again
                 time.sleep(random.uniform(0.5, 1.0) * min(0.025 * 2**attempt, 1.0))  # noqa: S311
@@ -639,7 +636,7 @@ class JobStore:
                 continue
             return "applied"
         raise StorageUnavailableError(
-            f"DynamoDB cancelled a child's and its parent's update {attempts} times "
+            f"DynamoDB cancelled a child's and its parent's update {TRANSACTION_ATTEMPTS} times "
             f"({', '.join(reasons)})",
             dynamodb_error="TransactionCanceledException",
         )
