@@ -229,3 +229,45 @@ def test_an_unexpected_failure_leaves_as_a_siprems_error(sales_repo, store, monk
     assert not caught.value.retryable and "KeyError" in caught.value.message
     with pytest.raises(ModelNotFoundError):
         store.load_metadata("BRD-001")
+
+
+@pytest.mark.parametrize(
+    ("sku", "days"),
+    [
+        # sold on Mondays only, eight weeks: no day of the other six weekdays was ever seen
+        ("TST-MON", [date(2018, 6, 4) + timedelta(days=7 * i) for i in range(8)]),
+        # five sales a month apart: neither a week nor a year is determined
+        ("TST-MTH", [date(2018, 3, 1) + timedelta(days=30 * i) for i in range(5)]),
+    ],
+)
+def test_a_sparse_history_forecasts_within_reach_of_what_was_sold(
+    sales_repo, sales_conn, store, tmp_path, sku, days
+):
+    """Seasonal terms no sale determines are left out (they reached 20,000 a day, and
+    1e19, from sales of 3 to 7); the model fitted records which it kept."""
+    sales_conn.run("BEGIN")
+    try:
+        ((product_id,),) = sales_conn.run(
+            "INSERT INTO products (name, category, price, stock, sku)"
+            " VALUES ('Stollen', 'Bread', 4.50, 10, :sku) RETURNING product_id",
+            sku=sku,
+        )
+        for i, day in enumerate(days):
+            sales_conn.run(
+                "INSERT INTO transactions (product_id, quantity_sold, price_per_unit,"
+                " transaction_date) VALUES (:p, :q, 4.50, :d)",
+                p=product_id,
+                q=3 + i % 5,
+                d=day,
+            )
+        result = forecast_product(sku, 30, sales=sales_repo, store=store, work_dir=tmp_path)
+        p90 = [q["p90"] for q in result["quantiles"]]
+        assert 0 < max(q["p50"] for q in result["quantiles"]) and max(p90) < 3 * 7, p90
+        assert result["recommendations"][0]["recommendedRestock"] < 30 * 3 * 7
+        metadata = store.load_metadata(sku)
+        assert metadata["options"]["yearly_seasonality"] is False
+        assert metadata["options"]["weekly_seasonality"] is False
+        # the configuration asked for is still the one the model says it was trained with
+        assert metadata["config_hash"] == ForecastOptions.default().config_hash()
+    finally:
+        sales_conn.run("ROLLBACK")

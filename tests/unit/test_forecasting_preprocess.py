@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 from siprems.errors import InsufficientDataError
 from siprems.forecasting.options import ForecastOptions
-from siprems.forecasting.preprocess import sales_frame, to_original_scale, training_frame
+from siprems.forecasting.preprocess import (
+    sales_frame,
+    seasonalities_supported,
+    to_original_scale,
+    training_frame,
+)
 from siprems.sales.models import DailySales
 
 
@@ -124,3 +129,67 @@ def test_weekday_scope_finds_an_outlier_hidden_in_the_spread_between_weekdays():
     assert removed_series == 0
     assert removed_weekday == 1
     assert (start + timedelta(days=70)) not in set(data["ds"].dt.date)
+
+
+def _days(days, quantity=5.0):
+    return DailySales(
+        sku="BRD-001",
+        days=tuple(days),
+        quantity=tuple(quantity for _ in days),
+        promo=tuple(False for _ in days),
+    )
+
+
+def _supported(days, options=None):
+    options = options or ForecastOptions.default()
+    return seasonalities_supported(options, sales_frame(_days(days), options))
+
+
+def test_a_year_of_daily_sales_keeps_every_seasonality():
+    options = ForecastOptions.default()
+    days = [date(2023, 1, 1) + timedelta(days=i) for i in range(365)]
+    assert _supported(days, options) is options
+    legacy = ForecastOptions.legacy()  # monthly terms too
+    assert _supported(days, legacy) is legacy
+
+
+def test_less_than_a_year_drops_the_yearly_terms_only():
+    supported = _supported([date(2023, 1, 1) + timedelta(days=i) for i in range(364)])
+    assert supported.yearly_seasonality is False
+    assert supported.weekly_seasonality == ForecastOptions.default().weekly_seasonality
+
+
+def test_a_weekday_never_open_keeps_the_weekly_terms():
+    """A shop closed on Sundays: six weekdays determine the weekly curve."""
+    start = date(2023, 1, 2)  # a Monday
+    days = [
+        start + timedelta(days=i) for i in range(400) if (start + timedelta(days=i)).weekday() != 6
+    ]
+    assert _supported(days) == ForecastOptions.default()
+
+
+def test_weekly_terms_need_six_weekdays_each_seen_twice():
+    start = date(2023, 1, 2)  # a Monday
+    mondays = [start + timedelta(days=7 * i) for i in range(60)]
+    supported = _supported(mondays)
+    assert supported.weekly_seasonality is False and supported.yearly_seasonality == 6
+    # five weekdays twice, the sixth once: still too few
+    days = [start + timedelta(days=7 * w + d) for w in range(2) for d in range(5)]
+    days += [start + timedelta(days=5)] + [start + timedelta(days=400)]
+    assert _supported(days).weekly_seasonality is False
+    days += [start + timedelta(days=12)]  # the sixth weekday's second day
+    assert _supported(days).weekly_seasonality == ForecastOptions.default().weekly_seasonality
+
+
+def test_summer_winter_weekly_terms_go_with_the_weekly_ones():
+    options = ForecastOptions.default().with_overrides(summer_winter_weekly=True)
+    supported = _supported([date(2023, 1, 2) + timedelta(days=7 * i) for i in range(60)], options)
+    assert supported.summer_winter_weekly is False and supported.weekly_seasonality is False
+
+
+def test_monthly_terms_need_two_months():
+    legacy = ForecastOptions.legacy()
+    days = [date(2023, 1, 1) + timedelta(days=i) for i in range(60)]
+    assert _supported(days, legacy).monthly_seasonality is False
+    days += [date(2023, 3, 2)]  # 61 days: two periods of 30.5
+    assert _supported(days, legacy).monthly_seasonality is True

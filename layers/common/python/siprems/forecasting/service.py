@@ -163,7 +163,7 @@ def _train(
     from siprems.forecasting.artefact import import_prophet, serving_document, to_artefact
 
     import_prophet()  # before anything imports it: without matplotlib (a worker never plots)
-    from siprems.forecasting.preprocess import check_enough, sales_frame
+    from siprems.forecasting.preprocess import check_enough, sales_frame, seasonalities_supported
     from siprems.forecasting.train import train_with_holdout
 
     options = options or ForecastOptions.from_settings()
@@ -178,7 +178,7 @@ def _train(
         frame,
         observed,
         events,
-        options,
+        seasonalities_supported(options, observed),
         sku,
         horizon_days,
         work_dir,
@@ -187,6 +187,9 @@ def _train(
     model_json, metadata = to_artefact(trained)
     metadata.update(
         {
+            # the configuration asked for; "options" are those fitted (without the
+            # seasonalities a short or sparse history cannot determine)
+            "config_hash": options.config_hash(),
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "backtest": backtest,
             # the next training starts its fits from these (options.warm_start_nights)
