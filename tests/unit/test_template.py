@@ -103,6 +103,8 @@ IAM_ACTIONS = {
     "s3:ListObjectsV2": {"s3:ListBucket"},
     "s3:ListObjects": {"s3:ListBucket"},
     "s3:HeadObject": {"s3:GetObject"},
+    # a GetObject with a VersionId (the model store reads the version its metadata names)
+    "s3:GetObject": {"s3:GetObject", "s3:GetObjectVersion"},
     "lambda:Invoke": {"lambda:InvokeFunction"},
     "dynamodb:TransactWriteItems": {
         "dynamodb:PutItem",
@@ -342,6 +344,34 @@ def test_each_role_reaches_only_what_its_function_uses(transformed):
             assert actions <= allowed, (folder, "code never needs", actions - allowed)
             reached = references(statement["Resource"])
             assert reached <= used, (folder, "uses none of", reached - used)
+
+
+def granted(role: dict, action: str) -> list:
+    """The resources of every statement of ``role`` that allows ``action``."""
+    found = []
+    for statement, _ in statements_of(role):
+        if action in as_list(statement["Action"]):
+            found += as_list(statement["Resource"])
+    return found
+
+
+def test_the_worker_may_read_the_model_versions_its_metadata_names(transformed):
+    """``ModelStore`` reads a model at the version its metadata names (``VersionId``): on AWS
+    that GetObject needs s3:GetObjectVersion (moto and LocalStack do not check IAM)."""
+    import inspect
+
+    from siprems.model_store import ModelStore
+
+    assert '"VersionId"' in inspect.getsource(ModelStore._load_versioned)
+    _, _, role = function_roles(transformed)["worker"]
+    for action in ("s3:GetObject", "s3:GetObjectVersion"):
+        resources = granted(role, action)
+        assert {"Fn::Sub": "${ModelsBucket.Arn}/models/*"} in resources, (action, resources)
+
+
+def test_the_status_function_queries_the_indexes_only(transformed):
+    _, _, role = function_roles(transformed)["status"]
+    assert granted(role, "dynamodb:Query") == [{"Fn::Sub": "${JobsTable.Arn}/index/*"}]
 
 
 def test_train_all_may_batch_write_and_read_the_jobs_table(transformed):

@@ -180,10 +180,6 @@ class DeadLetterQueue(JobQueue):
             kwargs["DestinationArn"] = destination_arn
         return self._call("start_message_move_task", **kwargs)["TaskHandle"]
 
-    def redrive_tasks(self) -> list[dict[str, Any]]:
-        response = self._call("list_message_move_tasks", SourceArn=self.arn(), MaxResults=10)
-        return response.get("Results", [])
-
 
 # Message attribute -> field of DeadLetter.error.
 LAMBDA_ERROR_ATTRIBUTES = {
