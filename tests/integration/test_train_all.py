@@ -8,7 +8,7 @@ import time
 
 from siprems.jobs.model import child_task_id, scheduled_parent_id
 
-from tests.fixtures.app import api_event, invoke, load_event, response_json
+from tests.fixtures.app import ADMIN_CALLER, api_event, invoke, load_event, response_json
 
 KIEL_SKUS = ["BRD-001", "CKE-001", "CNF-001", "CRS-001", "RLL-001", "SEA-001"]
 
@@ -106,7 +106,10 @@ def test_a_finished_parent_is_not_fanned_out_again(app):
     event = load_event("train_all/schedule.json")
     invoke("train_all", event)
     parent_id = scheduled_parent_id(event["time"])
-    invoke("status", api_event("status/cancel.json", path_parameters={"task_id": parent_id}))
+    cancel = api_event(
+        "status/cancel.json", path_parameters={"task_id": parent_id}, caller=ADMIN_CALLER
+    )
+    assert invoke("status", cancel)["statusCode"] == 200
     for m in app.receive():
         app.sqs.delete_message(QueueUrl=app.queue_url, ReceiptHandle=m["ReceiptHandle"])
     again = invoke("train_all", event)
@@ -118,7 +121,10 @@ def test_cancelling_the_parent_revokes_the_waiting_children(app):
     response = invoke("submit", api_event("submit/train-all.json"))
     parent_id = response_json(response)["task_id"]
     cancel = invoke(
-        "status", api_event("status/cancel.json", path_parameters={"task_id": parent_id})
+        "status",
+        api_event(
+            "status/cancel.json", path_parameters={"task_id": parent_id}, caller=ADMIN_CALLER
+        ),
     )
     assert cancel["statusCode"] == 200
     app.drain()
@@ -129,6 +135,23 @@ def test_cancelling_the_parent_revokes_the_waiting_children(app):
     assert parent["status"] == "REVOKED"
     assert parent["progress"]["revoked"] == 6
     assert app.s3.list_objects_v2(Bucket=app.bucket).get("KeyCount", 0) == 0
+
+
+def test_only_an_admin_cancels_a_training_of_all_products_or_one_of_its_products(app):
+    """Starting one is admin-only, and the nightly run's id can be computed: a plain user's
+    cancel of the parent or of a child is a 403 that changes nothing."""
+    response = invoke("submit", api_event("submit/train-all.json"))
+    parent_id = response_json(response)["task_id"]
+    child_id = child_task_id(parent_id, KIEL_SKUS[0])
+    for task_id in (parent_id, child_id):
+        refused = invoke(
+            "status", api_event("status/cancel.json", path_parameters={"task_id": task_id})
+        )
+        assert refused["statusCode"] == 403, refused
+        assert response_json(refused)["type"] == "forbidden"
+    assert app.services.store.get(parent_id).status.value == "STARTED"
+    children = [app.services.store.get(child_task_id(parent_id, sku)) for sku in KIEL_SKUS]
+    assert {c.status.value for c in children} == {"PENDING"}
 
 
 def test_training_all_event_without_parent_or_schedule_is_refused(app):

@@ -11,7 +11,7 @@ import pytest
 from siprems.jobs.model import Job, JobType, pack_json, utc_now
 from siprems.jobs.service import load_result
 
-from tests.fixtures.app import api_event, invoke, load_event, response_json
+from tests.fixtures.app import ADMIN_CALLER, api_event, invoke, load_event, response_json
 from tests.fixtures.train_all import started_parent
 
 
@@ -340,7 +340,11 @@ def test_the_last_child_cancelled_while_it_runs_finishes_its_parent(app, cancell
     def run_then_get_cancelled(running, services, work_dir):
         result = run_job(running, services, work_dir)
         if cancelled_by == "api":
-            cancel = api_event("status/cancel.json", path_parameters={"task_id": running.task_id})
+            cancel = api_event(
+                "status/cancel.json",
+                path_parameters={"task_id": running.task_id},
+                caller=ADMIN_CALLER,
+            )
             assert invoke("status", cancel)["statusCode"] == 200
             assert job(app, parent.task_id).status.value == "FAILURE"
         else:

@@ -115,11 +115,11 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         "/api/tasks/<task_id>/cancel",
         summary="Cancel a task",
         tags=["tasks"],
-        responses=responses({200: ("Cancelled", Cancelled)}, 401, 404, 409, 422, 503),
+        responses=responses({200: ("Cancelled", Cancelled)}, 401, 403, 404, 409, 422, 503),
     )
     def cancel(task_id: TaskId) -> Response[dict[str, Any]]:
-        principal(app)
-        job = service.cancel(services(), task_id)
+        caller = principal(app)
+        job = service.cancel(services(), task_id, admin=caller.is_admin)
         return json_response(200, {"task_id": job.task_id, "status": job.status.value})
 
     @app.get(

@@ -11,6 +11,7 @@ from typing import Any
 from siprems.auth import Principal
 from siprems.errors import (
     ConflictError,
+    ForbiddenError,
     NotFoundError,
     SipremsError,
     UnknownSkuError,
@@ -115,10 +116,17 @@ def wait_for_terminal(
         poll_seconds = min(poll_seconds * 1.5, 1.0)
 
 
-def cancel(services: Services, task_id: str) -> Job:
+def cancel(services: Services, task_id: str, *, admin: bool) -> Job:
     """REVOKED for a job that has not finished; a train_all parent takes its waiting
-    children with it. ConflictError (409) if it already finished."""
+    children with it. ConflictError (409) if it already finished; ForbiddenError (403) for a
+    train_all or one of its children unless the caller is an admin (starting one is
+    admin-only, and the nightly run's id can be computed)."""
     job = get_job(services, task_id)
+    if not admin and (job.type is JobType.TRAIN_ALL or job.parent_id):
+        raise ForbiddenError(
+            "cancelling a training of all products (or one of its products) needs the admin role",
+            task_id=task_id,
+        )
     transition = services.store.revoke(job)
     if not transition.applied:
         current = transition.job
