@@ -111,8 +111,9 @@ def test_cli_lifecycle_over_tcp_and_a_secret(state_dir, aws):
         # the database is down: a clear, retryable error without the password
         with pytest.raises(DatabaseUnavailableError) as info:
             db.connect(settings)
-        message = json.dumps(info.value.to_dict())
-        assert f"127.0.0.1:{port}" in message and "pw-never-shown" not in message
+        logged, public = info.value.message, json.dumps(info.value.to_dict())
+        assert f"127.0.0.1:{port}" in logged and "pw-never-shown" not in logged
+        assert "127.0.0.1" not in public and "database_unavailable" in public
         assert info.value.retryable
 
         # a restart keeps the data

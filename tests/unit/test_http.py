@@ -32,8 +32,25 @@ from tests.fixtures.app import LambdaContext, api_event
 def test_errors_map_to_status_and_body(error, status, code):
     response = error_response(error)
     assert response.status_code == status
-    assert response.body["error"] == error.message
+    assert response.body["error"] == error.public_message
     assert response.body["type"] == code
+
+
+def test_an_unreachable_database_is_named_in_the_logs_only():
+    """The connection error names the server and its user (for operators); a client gets a
+    503 that names neither, and so does a job's recorded error."""
+    from siprems.jobs.model import JobError
+    from siprems.sales.db import connect_url
+
+    with pytest.raises(DatabaseUnavailableError) as caught:
+        connect_url("postgresql://svc_app:pw@127.0.0.1:9/shopdb?connect_timeout=1&sslmode=disable")
+    assert "svc_app" in caught.value.message and "127.0.0.1:9" in caught.value.message
+    body = error_response(caught.value).body
+    recorded = JobError.of(caught.value)
+    for public in (body["error"], json.dumps(body), recorded.message):
+        assert "svc_app" not in public and "127.0.0.1" not in public and "shopdb" not in public
+    assert body["type"] == recorded.type == "database_unavailable"
+    assert "unavailable" in body["error"]
 
 
 def test_stored_error_types_map_back_to_their_status():

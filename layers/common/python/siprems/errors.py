@@ -21,9 +21,14 @@ class SipremsError(Exception):
         self.message = message
         self.details = details
 
+    @property
+    def public_message(self) -> str:
+        """The message for clients (API answers, a job's error); ``message`` goes to logs."""
+        return self.message
+
     def to_dict(self) -> dict[str, Any]:
         """The shape stored on a failed job and returned to clients: {type, message}."""
-        body: dict[str, Any] = {"type": self.code, "message": self.message}
+        body: dict[str, Any] = {"type": self.code, "message": self.public_message}
         if self.details:
             body["details"] = self.details
         return body
@@ -98,9 +103,19 @@ class TrainingFailedError(PermanentError):
 class DatabaseUnavailableError(TransientError):
     code = "database_unavailable"
 
+    @property
+    def public_message(self) -> str:
+        # the message names the database's host, port and user: for the logs only
+        return "the sales database is unavailable; try again later"
+
 
 class StorageUnavailableError(TransientError):
     code = "storage_unavailable"
+
+    @property
+    def public_message(self) -> str:
+        # the message names the bucket and the object's key: for the logs only
+        return "the model store is unavailable; try again later"
 
 
 class DeadlineExceededError(TransientError):

@@ -41,7 +41,9 @@ def error_body(message: str, code: str, details: Any = None) -> dict[str, Any]:
 
 
 def error_response(exc: SipremsError) -> Response:
-    return json_response(exc.http_status, error_body(exc.message, exc.code, exc.details or None))
+    return json_response(
+        exc.http_status, error_body(exc.public_message, exc.code, exc.details or None)
+    )
 
 
 class JsonApiResolver(APIGatewayRestResolver):

@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from siprems.errors import SipremsError
+
 
 class JobStatus(StrEnum):
     PENDING = "PENDING"
@@ -136,6 +138,11 @@ class TrainAllTrigger:
 class JobError(BaseModel):
     type: str
     message: str
+
+    @classmethod
+    def of(cls, exc: SipremsError) -> JobError:
+        """What a job records of an error (clients read it): its public message."""
+        return cls(type=exc.code, message=exc.public_message)
 
 
 class ChildCounts(BaseModel):

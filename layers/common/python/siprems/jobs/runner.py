@@ -273,9 +273,7 @@ class JobRunner:
         return self._run(job, self.services, work_dir)
 
     def _fail(self, job: Job, exc: SipremsError) -> str:
-        done = self.services.store.mark_failed(
-            job, error=JobError(type=exc.code, message=exc.message)
-        )
+        done = self.services.store.mark_failed(job, error=JobError.of(exc))
         if not done.applied:
             return self._lost(job, done, "failure not recorded")
         add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
@@ -287,7 +285,7 @@ class JobRunner:
         if job.attempts >= self.settings.max_attempts:
             return self._fail(job, exc)
         retry = self.services.store.mark_retry(
-            job.task_id, attempt=job.attempts, error=JobError(type=exc.code, message=exc.message)
+            job.task_id, attempt=job.attempts, error=JobError.of(exc)
         )
         if not retry.applied:
             return self._lost(job, retry, "retry not recorded")
@@ -322,7 +320,7 @@ class JobRunner:
         stopped = store.mark_worker_stopped(
             job,
             stale_after=stale_after,
-            error=JobError(type=error.code, message=error.message),
+            error=JobError.of(error),
             delivery=message.delivery,
         )
         if not stopped.applied:

@@ -46,7 +46,7 @@ def submit(services: Services, job: Job) -> Job:
     try:
         queue.send(job.message())
     except SipremsError as exc:
-        services.store.mark_failed(job, error=JobError(**_error(exc)), owned=False)
+        services.store.mark_failed(job, error=JobError.of(exc), owned=False)
         raise
     metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
     logger.info(
@@ -83,7 +83,7 @@ def start_train_all(services: Services, principal: Principal | None) -> Job:
     try:
         services.invoker.invoke({"parent_id": parent.task_id})
     except SipremsError as exc:
-        services.store.mark_failed(parent, error=JobError(**_error(exc)), owned=False)
+        services.store.mark_failed(parent, error=JobError.of(exc), owned=False)
         raise
     metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
     logger.info("train_all submitted", extra={"task_id": parent.task_id})
@@ -220,7 +220,3 @@ def load_result(services: Services, job: Job) -> dict[str, Any] | None:
     if not job.result_key:
         return None
     return services.models.load_forecast(job.task_id)
-
-
-def _error(exc: SipremsError) -> dict[str, str]:
-    return {"type": exc.code, "message": exc.message}
