@@ -101,6 +101,24 @@ def test_cancel_of_a_finished_job_is_409(app):
     assert response_json(status)["status"] == "SUCCESS"
 
 
+def test_a_job_past_its_expiry_is_gone_before_dynamodb_deletes_it(app):
+    """DynamoDB's TTL deletes an expired item up to days later, and a large result in S3
+    expires with the job (the bucket's rule): past ``expires_at`` a task is a 404."""
+    task_id = submit_predict(app)
+    app.run_worker()
+    task = api_event("status/task.json", path_parameters={"task_id": task_id})
+    assert invoke("status", task)["statusCode"] == 200
+    app.dynamodb.Table(app.table_name).update_item(
+        Key={"task_id": task_id},
+        UpdateExpression="SET expires_at = :past",
+        ExpressionAttributeValues={":past": 1_700_000_000},
+    )
+    gone = invoke("status", task)
+    assert gone["statusCode"] == 404 and response_json(gone)["type"] == "not_found"
+    cancel = api_event("status/cancel.json", path_parameters={"task_id": task_id})
+    assert invoke("status", cancel)["statusCode"] == 404
+
+
 def test_active_and_scheduled_lists(app):
     from datetime import timedelta
 

@@ -374,6 +374,12 @@ def test_the_status_function_queries_the_indexes_only(transformed):
     assert granted(role, "dynamodb:Query") == [{"Fn::Sub": "${JobsTable.Arn}/index/*"}]
 
 
+def test_a_large_result_expires_with_its_job(template):
+    rules = template["Resources"]["ModelsBucket"]["Properties"]["LifecycleConfiguration"]
+    [forecasts] = [r for r in rules["Rules"] if r.get("Prefix") == "forecasts/"]
+    assert forecasts["ExpirationInDays"] == {"Ref": "JobTtlDays"}
+
+
 def test_train_all_may_batch_write_and_read_the_jobs_table(transformed):
     """The fan-out writes children and its SKU list's shards with BatchWriteItem and reads
     the shards back with BatchGetItem: IAM actions of their own (a GetItem or PutItem grant

@@ -91,8 +91,10 @@ def start_train_all(services: Services, principal: Principal | None) -> Job:
 
 
 def get_job(services: Services, task_id: str) -> Job:
+    """The job, as clients see it: one past its ``expires_at`` is gone (DynamoDB's TTL
+    deletes it up to days later; its large result may already have expired in S3)."""
     job = services.store.get(task_id)
-    if job is None:
+    if job is None or job.expires_at <= time.time():
         raise NotFoundError(f"no task with id {task_id!r}", task_id=task_id)
     return job
 
