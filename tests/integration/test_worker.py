@@ -545,3 +545,40 @@ def test_a_batch_of_trainings_trains_each_product(app):
     for task_id, sku in zip(task_ids, skus, strict=True):
         assert job(app, task_id).status.value == "SUCCESS"
         assert len(model_versions(app, sku)) == 1
+
+
+def test_forecasts_of_untrained_products_train_one_at_a_time(app, monkeypatch):
+    """A forecast of a product without a model trains it first: that training takes the
+    worker's training slot too (two fits side by side would double the memory a worker is
+    sized for), while the batch's records still run in threads."""
+    import threading
+
+    import siprems.forecasting.service as forecasting
+
+    real_train = forecasting._train
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def counted(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return real_train(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(forecasting, "_train", counted)
+    skus = ["BRD-001", "CRS-001", "RLL-001"]
+    task_ids = []
+    for sku in skus:
+        body = {"product_sku": sku, "days": 7}
+        response = invoke("submit", api_event("submit/predict-async.json", body=body))
+        assert response["statusCode"] == 202, response["body"]
+        task_ids.append(response_json(response)["task_id"])
+    messages = app.receive()
+    assert len(messages) == 3
+    assert invoke("worker", app.sqs_event(messages)) == {"batchItemFailures": []}
+    assert [job(app, t).status.value for t in task_ids] == ["SUCCESS"] * 3
+    assert most[0] == 1

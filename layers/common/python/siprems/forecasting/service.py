@@ -7,8 +7,10 @@ and Prophet; a forecast from a stored model loads neither (numpy, boto3 and pg80
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,6 +78,7 @@ def forecast_product(
     history_days: int | None = 60,
     work_dir: Path | None = None,
     cache: ModelCache | None = None,
+    training_slot: AbstractContextManager[Any] | None = None,
 ) -> dict[str, Any]:
     """Forecast ``days`` days after the stored model's last training day.
 
@@ -83,7 +86,8 @@ def forecast_product(
     ``cache`` (the worker's by default) while its S3 version is current; trains a model
     first if there is none (``train_if_missing``) or if ``options`` are given and differ
     from the stored model's. ``history_days`` bounds the history part of ``chartData``
-    (None = all of it); only those days are read from the database.
+    (None = all of it); only those days are read from the database. A training this
+    needs runs inside ``training_slot`` (the worker's: one training at a time).
     """
     _check_days(days, "days", MAX_FORECAST_DAYS)
     if history_days is not None and history_days < 0:
@@ -111,7 +115,8 @@ def forecast_product(
         from siprems.forecasting.artefact import serving_model_from_trained
 
         backtest_days = load_settings().backtest_days
-        trained, metadata = _train(sku, sales, store, options, backtest_days, work_dir)
+        with training_slot or contextlib.nullcontext():
+            trained, metadata = _train(sku, sales, store, options, backtest_days, work_dir)
         model = serving_model_from_trained(trained)
     if metadata is None:  # unreachable: both branches above set it
         raise SipremsError(f"{sku}: no model metadata")

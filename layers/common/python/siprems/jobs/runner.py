@@ -133,6 +133,7 @@ def run_job(job: Job, services: Services, work_dir: Path) -> dict[str, Any]:
                 sales=sales,
                 store=services.models,
                 work_dir=work_dir,
+                training_slot=TRAINING_SLOT,  # a product without a model is trained first
                 **history,
             )
     if job.type is JobType.TRAIN:
