@@ -550,7 +550,8 @@ def test_a_batch_of_trainings_trains_each_product(app):
 def test_forecasts_of_untrained_products_train_one_at_a_time(app, monkeypatch):
     """A forecast of a product without a model trains it first: that training takes the
     worker's training slot too (two fits side by side would double the memory a worker is
-    sized for), while the batch's records still run in threads."""
+    sized for), while the batch's records still run in threads; a forecast that waited for
+    the slot uses the model another forecast of its product trained meanwhile."""
     import threading
 
     import siprems.forecasting.service as forecasting
@@ -570,7 +571,7 @@ def test_forecasts_of_untrained_products_train_one_at_a_time(app, monkeypatch):
                 running[0] -= 1
 
     monkeypatch.setattr(forecasting, "_train", counted)
-    skus = ["BRD-001", "CRS-001", "RLL-001"]
+    skus = ["BRD-001", "CRS-001", "RLL-001", "BRD-001"]
     task_ids = []
     for sku in skus:
         body = {"product_sku": sku, "days": 7}
@@ -578,7 +579,8 @@ def test_forecasts_of_untrained_products_train_one_at_a_time(app, monkeypatch):
         assert response["statusCode"] == 202, response["body"]
         task_ids.append(response_json(response)["task_id"])
     messages = app.receive()
-    assert len(messages) == 3
+    assert len(messages) == 4
     assert invoke("worker", app.sqs_event(messages)) == {"batchItemFailures": []}
-    assert [job(app, t).status.value for t in task_ids] == ["SUCCESS"] * 3
+    assert [job(app, t).status.value for t in task_ids] == ["SUCCESS"] * 4
     assert most[0] == 1
+    assert {sku: len(model_versions(app, sku)) for sku in skus} == dict.fromkeys(skus, 1)

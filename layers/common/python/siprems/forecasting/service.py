@@ -97,15 +97,18 @@ def forecast_product(
     from siprems.forecasting import predict, restock
     from siprems.forecasting.artefact import load_serving_model
 
-    model: ServingModel | None = None
-    metadata: dict[str, Any] | None = None
-    try:
-        metadata = store.load_metadata(sku)
+    def stored() -> tuple[ServingModel | None, dict[str, Any] | None]:
+        try:
+            metadata = store.load_metadata(sku)
+        except ModelNotFoundError:
+            if not train_if_missing:
+                raise
+            return None, None
         if options is None or metadata.get("config_hash") == options.config_hash():
-            model = load_serving_model(store, sku, metadata, cache)
-    except ModelNotFoundError:
-        if not train_if_missing:
-            raise
+            return load_serving_model(store, sku, metadata, cache), metadata
+        return None, metadata
+
+    model, metadata = stored()
     if model is None:
         if not train_if_missing:
             raise ModelNotFoundError(
@@ -116,8 +119,11 @@ def forecast_product(
 
         backtest_days = load_settings().backtest_days
         with training_slot or contextlib.nullcontext():
-            trained, metadata = _train(sku, sales, store, options, backtest_days, work_dir)
-        model = serving_model_from_trained(trained)
+            # a forecast of the same product that held the slot before may have trained it
+            model, metadata = stored() if training_slot is not None else (None, None)
+            if model is None:
+                trained, metadata = _train(sku, sales, store, options, backtest_days, work_dir)
+                model = serving_model_from_trained(trained)
     if metadata is None:  # unreachable: both branches above set it
         raise SipremsError(f"{sku}: no model metadata")
 
