@@ -189,8 +189,15 @@ def test_daily_sales_since_is_the_tail_of_the_full_series(sales_conn):
         repo.daily_sales("NOPE-001", since=since)
 
 
+def at(text: str):
+    """A clock stopped at ``text`` (ISO, with its offset)."""
+    from datetime import datetime
+
+    return lambda: datetime.fromisoformat(text)
+
+
 def test_daily_sales_since_cuts_at_utc_midnight(rolled_back):
-    repo = SalesRepository(rolled_back)
+    repo = SalesRepository(rolled_back, clock=at("2030-03-06T12:00:00+00:00"))
     (product_id,) = rolled_back.run("SELECT product_id FROM products WHERE sku = 'CKE-001'")[0]
     rolled_back.run(
         "INSERT INTO transactions (product_id, quantity_sold, price_per_unit, transaction_date)"
@@ -199,6 +206,38 @@ def test_daily_sales_since_cuts_at_utc_midnight(rolled_back):
     )
     series = repo.daily_sales("CKE-001", since=date(2030, 3, 5))
     assert (series.days, series.quantity) == ((date(2030, 3, 5),), (2.0,))
+
+
+def test_days_are_the_shops_and_end_before_its_today(rolled_back):
+    """A sale at 06:30 in Jakarta is that day's, not the UTC day before; the shop's today
+    (still selling) and a sale dated in the future are not in the series."""
+    (product_id,) = rolled_back.run("SELECT product_id FROM products WHERE sku = 'CKE-001'")[0]
+    rolled_back.run(
+        "INSERT INTO transactions (product_id, quantity_sold, price_per_unit, transaction_date)"
+        " VALUES (:p, 3, 6.00, '2030-03-01 06:30:00+07'), (:p, 4, 6.00, '2030-03-02 09:00:00+07'),"
+        " (:p, 9, 6.00, '2032-01-01 12:00:00+07')",
+        p=product_id,
+    )
+    # 2030-03-02 01:00 in Jakarta (still 2030-03-01 in UTC)
+    jakarta = SalesRepository(rolled_back, "Asia/Jakarta", clock=at("2030-03-01T18:00:00+00:00"))
+    assert jakarta.today() == date(2030, 3, 2)
+    series = jakarta.daily_sales("CKE-001", since=date(2030, 1, 1))
+    assert (series.days, series.quantity) == ((date(2030, 3, 1),), (3.0,))
+    # in UTC the same sale was the day before, and nothing of 2030-03-01 is over yet
+    utc = SalesRepository(rolled_back, clock=at("2030-03-01T18:00:00+00:00"))
+    series = utc.daily_sales("CKE-001", since=date(2030, 1, 1))
+    assert (series.days, series.quantity) == ((date(2030, 2, 28),), (3.0,))
+    # a day later both Jakarta days are over; the sale dated 2032 never counts
+    later = SalesRepository(rolled_back, "Asia/Jakarta", clock=at("2030-03-03T00:00:00+07:00"))
+    series = later.daily_sales("CKE-001", since=date(2030, 1, 1))
+    assert series.days == (date(2030, 3, 1), date(2030, 3, 2))
+
+
+def test_an_unknown_shop_time_zone_is_a_clear_error(rolled_back):
+    from siprems.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="SHOP_TIMEZONE"):
+        SalesRepository(rolled_back, "Mars/Olympus_Mons")
 
 
 def test_a_container_reuses_fresh_connections_and_drops_stale_or_failed_ones(postgres_url):

@@ -66,6 +66,7 @@ class Settings:
     work_dir: Path
     forecast_profile: str  # "default" (improved) or "legacy" (the original settings)
     forecast_overrides: str | None  # JSON object of ForecastOptions fields to override
+    shop_timezone: str  # IANA name: sales are counted per calendar day of the shop
 
 
 @lru_cache(maxsize=1)
@@ -97,4 +98,5 @@ def load_settings() -> Settings:
         work_dir=Path(_env("SIPREMS_WORK_DIR") or Path(tempfile.gettempdir()) / "siprems"),
         forecast_profile=_env("FORECAST_PROFILE", "default"),  # type: ignore[arg-type]
         forecast_overrides=_env("FORECAST_OPTIONS"),
+        shop_timezone=_env("SHOP_TIMEZONE", "UTC"),  # type: ignore[arg-type]
     )

@@ -104,7 +104,7 @@ class SalesDatabase:
 
         conn = self._checkout()
         try:
-            yield SalesRepository(conn)
+            yield SalesRepository(conn, self._settings.shop_timezone)
         except BaseException:
             _close_quietly(conn)
             raise

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pg8000.native
 
-from siprems.errors import UnknownSkuError
+from siprems.errors import InvalidInputError, UnknownSkuError
 from siprems.sales.db import unavailable_on_lost_connection
 from siprems.sales.models import DailySales, Event, Product
 
 _PRODUCT_COLUMNS = "product_id, sku, name, category, variation, price, stock"
 
-# One row per UTC calendar day with sales (from a first day, or all of them when it is
-# NULL). The LEFT JOIN tells an unknown SKU (no row) from a known SKU without sales (one row
-# whose day is NULL) in the same query; the bound is on the indexed column itself.
+# One row per calendar day of the shop's time zone with sales, before the shop's today (a
+# day still selling is not a day's demand; a sale dated in the future is a typing error), from
+# a first day on or, when it is NULL, all of them. The LEFT JOIN tells an unknown SKU (no row)
+# from a known SKU without sales (one row whose day is NULL) in the same query; the bounds
+# are on the indexed column itself.
 _DAILY_SALES = """
-SELECT (t.transaction_date AT TIME ZONE 'UTC')::date AS day,
+SELECT (t.transaction_date AT TIME ZONE :tz)::date AS day,
        sum(t.quantity_sold) AS quantity,
        bool_or(t.is_promo) AS promo
 FROM products p
 LEFT JOIN transactions t ON t.product_id = p.product_id
+ AND t.transaction_date < CAST(:today AS date)::timestamp AT TIME ZONE :tz
  AND (CAST(:since AS date) IS NULL
-      OR t.transaction_date >= CAST(:since AS date)::timestamp AT TIME ZONE 'UTC')
+      OR t.transaction_date >= CAST(:since AS date)::timestamp AT TIME ZONE :tz)
 WHERE p.sku = :sku
 GROUP BY 1
 ORDER BY 1
@@ -31,8 +36,29 @@ ORDER BY 1
 
 
 class SalesRepository:
-    def __init__(self, conn: pg8000.native.Connection) -> None:
+    """``timezone``: the shop's (IANA name), whose calendar days the sales are counted in;
+    ``clock`` gives the time now (tests)."""
+
+    def __init__(
+        self,
+        conn: pg8000.native.Connection,
+        timezone: str = "UTC",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._conn = conn
+        try:
+            self._zone = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise InvalidInputError(
+                f"unknown shop time zone {timezone!r} (SHOP_TIMEZONE: an IANA name such as"
+                " 'Europe/Berlin')"
+            ) from exc
+        self.timezone = timezone
+        self._clock = clock
+
+    def today(self) -> date:
+        """The shop's current calendar day."""
+        return self._clock().astimezone(self._zone).date()
 
     def _run(self, sql: str, **params: Any) -> list[list[Any]]:
         with unavailable_on_lost_connection():
@@ -55,12 +81,13 @@ class SalesRepository:
         return [Product(*row) for row in rows]
 
     def daily_sales(self, sku: str, since: date | None = None) -> DailySales:
-        """Per UTC day on which the SKU sold: ``sum(quantity_sold)``, ``bool_or(is_promo)``;
-        only the days from ``since`` on when given (a forecast shows a window of history).
+        """Per day (the shop's calendar) on which the SKU sold, up to yesterday:
+        ``sum(quantity_sold)``, ``bool_or(is_promo)``; only the days from ``since`` on when
+        given (a forecast shows a window of history).
 
         Days without sales are absent (not zero-filled). Raises ``UnknownSkuError``.
         """
-        rows = self._run(_DAILY_SALES, sku=sku, since=since)
+        rows = self._run(_DAILY_SALES, sku=sku, since=since, today=self.today(), tz=self.timezone)
         if not rows:
             raise UnknownSkuError(sku)
         rows = [row for row in rows if row[0] is not None]
