@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import ssl
 
 import pytest
 from pg8000.exceptions import DatabaseError, InterfaceError
@@ -86,6 +87,18 @@ def test_secret_fields_become_connection_params():
         "s",
     )
     assert db.params_from_secret({"host": "h", "username": "u", "password": "p"}).port == 5432
+
+
+def test_a_secret_without_sslmode_connects_over_tls_or_not_at_all():
+    """pg8000 with ``ssl_context=None`` (libpq's "prefer") goes on in plain text when the
+    server answers that it has no TLS: a secret's server is across a network."""
+    params = db.params_from_secret({"host": "h", "username": "u", "password": "p"})
+    assert params.sslmode == "require" and params.ssl_context() is True
+    full = db.params_from_secret(
+        {"host": "h", "username": "u", "password": "p", "sslmode": "verify-full"}
+    )
+    context = full.ssl_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
 
 
 def test_incomplete_secret_is_reported_without_its_values():

@@ -59,6 +59,9 @@ _UNAVAILABLE_SQLSTATE = re.compile(r"^(08...|57P0[123]|53300)$")
 MIGRATION_LOCK_KEY = 0x7369707265_6D73
 
 
+NETWORK_SSLMODE = "require"  # TLS or nothing
+
+
 @dataclass(frozen=True)
 class ConnectionParams:
     """Everything pg8000 needs; ``password`` is kept out of ``repr`` (logs, tracebacks)."""
@@ -129,11 +132,14 @@ def parse_database_url(url: str) -> ConnectionParams:
 
 
 def params_from_secret(secret: dict[str, Any]) -> ConnectionParams:
-    """Connection parameters from an RDS-style secret (host, port, username, password, dbname)."""
+    """Connection parameters from an RDS-style secret (host, port, username, password, dbname,
+    optional sslmode). A secret names a server across a network: without ``sslmode`` the
+    connection is TLS or nothing (``require``; libpq's ``prefer`` would fall back to plain
+    text, password included, if the server or someone between said no TLS)."""
     missing = [key for key in ("host", "username", "password") if not secret.get(key)]
     if missing:
         raise DatabaseUnavailableError(f"the database secret lacks {missing}")
-    sslmode = secret.get("sslmode", "prefer")
+    sslmode = secret.get("sslmode", NETWORK_SSLMODE)
     if sslmode not in SSL_MODES:
         raise DatabaseUnavailableError(f"the database secret's sslmode must be one of {SSL_MODES}")
     return ConnectionParams(
