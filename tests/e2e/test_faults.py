@@ -137,7 +137,8 @@ def test_s3_writes_failing_retry_then_succeed_once_the_fault_clears(fault_servic
 
     retry = wait_task(service, task_id, timeout_s=120, statuses={"RETRY"})
     assert retry["error"]["type"] == "storage_unavailable"
-    assert "put_object" in retry["error"]["message"]
+    # the failing call and the bucket are in the worker's log, not in what clients read
+    assert retry["error"]["message"] == "the model store is unavailable; try again later"
     faults_hits = faults.rule(rule["id"])["hits"]
     assert faults_hits >= 1
     faults.clear()
@@ -173,7 +174,7 @@ def test_s3_writes_failing_past_the_retries_fail_the_job_with_the_error(
     assert done["status"] == "FAILURE", done
     assert done["attempts"] == 3  # MaxReceiveCount
     assert done["error"]["type"] == "storage_unavailable"
-    assert "put_object" in done["error"]["message"]
+    assert bucket not in done["error"]["message"]
     # Nothing half-written: no result, no new model version (the model served is unchanged).
     answer = http("GET", f"{service.base}/api/tasks/{task_id}", token=service.user_token)
     assert "result" not in answer.body
