@@ -19,6 +19,20 @@ PRICES = {1: ("BRD-001", 4.0), 2: ("RLL-001", 2.5), 3: ("CRS-001", 3.5), 4: ("CN
 PRICES |= {5: ("CKE-001", 8.0), 6: ("SEA-001", 6.0)}
 
 
+def add_cake_sales(conn, *sales) -> None:
+    """Transactions of CKE-001: (quantity, timestamp with offset[, promo])."""
+    (product_id,) = conn.run("SELECT product_id FROM products WHERE sku = 'CKE-001'")[0]
+    for quantity, when, *promo in sales:
+        conn.run(
+            "INSERT INTO transactions (product_id, quantity_sold, price_per_unit,"
+            " transaction_date, is_promo) VALUES (:p, :q, 6.00, :t, :promo)",
+            p=product_id,
+            q=quantity,
+            t=when,
+            promo=bool(promo and promo[0]),
+        )
+
+
 @pytest.fixture
 def rolled_back(sales_conn):
     """The test's writes happen in a transaction that is rolled back (the data stays shared)."""
@@ -94,12 +108,8 @@ def test_several_transactions_of_a_day_are_summed_and_promo_is_any(rolled_back):
     repo = SalesRepository(rolled_back)
     before = repo.daily_sales("CKE-001")
     index = before.days.index(date(2014, 3, 5))
-    (product_id,) = rolled_back.run("SELECT product_id FROM products WHERE sku = 'CKE-001'")[0]
-    rolled_back.run(
-        "INSERT INTO transactions (product_id, quantity_sold, price_per_unit, transaction_date,"
-        " is_promo) VALUES (:p, 5, 6.00, '2014-03-05 23:30:00+00', true),"
-        " (:p, 2, 8.00, '2014-03-06 00:00:00+00', false)",
-        p=product_id,
+    add_cake_sales(
+        rolled_back, (5, "2014-03-05 23:30:00+00", True), (2, "2014-03-06 00:00:00+00", False)
     )
     after = repo.daily_sales("CKE-001")
     assert len(after) == len(before)
@@ -198,12 +208,7 @@ def at(text: str):
 
 def test_daily_sales_since_cuts_at_utc_midnight(rolled_back):
     repo = SalesRepository(rolled_back, clock=at("2030-03-06T12:00:00+00:00"))
-    (product_id,) = rolled_back.run("SELECT product_id FROM products WHERE sku = 'CKE-001'")[0]
-    rolled_back.run(
-        "INSERT INTO transactions (product_id, quantity_sold, price_per_unit, transaction_date)"
-        " VALUES (:p, 5, 6.00, '2030-03-04 23:59:59+00'), (:p, 2, 8.00, '2030-03-05 00:00:00+00')",
-        p=product_id,
-    )
+    add_cake_sales(rolled_back, (5, "2030-03-04 23:59:59+00"), (2, "2030-03-05 00:00:00+00"))
     series = repo.daily_sales("CKE-001", since=date(2030, 3, 5))
     assert (series.days, series.quantity) == ((date(2030, 3, 5),), (2.0,))
 
@@ -211,12 +216,11 @@ def test_daily_sales_since_cuts_at_utc_midnight(rolled_back):
 def test_days_are_the_shops_and_end_before_its_today(rolled_back):
     """A sale at 06:30 in Jakarta is that day's, not the UTC day before; the shop's today
     (still selling) and a sale dated in the future are not in the series."""
-    (product_id,) = rolled_back.run("SELECT product_id FROM products WHERE sku = 'CKE-001'")[0]
-    rolled_back.run(
-        "INSERT INTO transactions (product_id, quantity_sold, price_per_unit, transaction_date)"
-        " VALUES (:p, 3, 6.00, '2030-03-01 06:30:00+07'), (:p, 4, 6.00, '2030-03-02 09:00:00+07'),"
-        " (:p, 9, 6.00, '2032-01-01 12:00:00+07')",
-        p=product_id,
+    add_cake_sales(
+        rolled_back,
+        (3, "2030-03-01 06:30:00+07"),
+        (4, "2030-03-02 09:00:00+07"),
+        (9, "2032-01-01 12:00:00+07"),
     )
     # 2030-03-02 01:00 in Jakarta (still 2030-03-01 in UTC)
     jakarta = SalesRepository(rolled_back, "Asia/Jakarta", clock=at("2030-03-01T18:00:00+00:00"))
