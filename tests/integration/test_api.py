@@ -321,3 +321,33 @@ def test_content_types_are_case_insensitive_and_a_form_body_is_415(app):
 
     accepted = submit_as("APPLICATION/JSON; charset=UTF-8", '{"product_sku": "BRD-001"}')
     assert accepted["statusCode"] == 202, accepted["body"]
+
+
+def test_a_job_waiting_for_its_retry_can_be_cancelled(app):
+    from datetime import timedelta
+
+    from siprems.jobs.model import JobError
+
+    task_id = submit_predict(app)
+    store = app.services.store
+    store.mark_started(task_id, stale_after=timedelta(seconds=60))
+    store.mark_retry(task_id, attempt=1, error=JobError(type="database_unavailable", message="x"))
+    cancel = api_event("status/cancel.json", path_parameters={"task_id": task_id})
+    response = invoke("status", cancel)
+    assert response["statusCode"] == 200, response["body"]
+    assert store.get(task_id).status.value == "REVOKED"
+
+
+def test_a_job_that_cannot_be_queued_is_failed_not_left_waiting(app, monkeypatch):
+    """Nothing accepted is lost silently: a job whose message SQS refused is not left
+    PENDING with nothing to run it; the client gets a 503 and the job says why."""
+    from siprems.errors import QueueUnavailableError
+
+    def refused(*args, **kwargs):
+        raise QueueUnavailableError("SQS is down")
+
+    monkeypatch.setattr(app.services.queue, "send", refused)
+    response = invoke("submit", api_event("submit/predict-async.json"))
+    assert response["statusCode"] == 503
+    [item] = app.items()
+    assert item["status"] == "FAILURE" and item["error"]["type"] == "queue_unavailable"

@@ -271,3 +271,35 @@ def test_a_sparse_history_forecasts_within_reach_of_what_was_sold(
         assert metadata["config_hash"] == ForecastOptions.default().config_hash()
     finally:
         sales_conn.run("ROLLBACK")
+
+
+def test_the_hold_out_scores_are_recomputed_from_their_definition(sales_repo, store, tmp_path):
+    """The training's scores, rebuilt outside it: the seasonal-naive baseline and the MASE
+    scale from the sales up to the cutoff only, the model's from its own fit on those days,
+    scored on its median (p50) with its p10..p90 interval."""
+    import pandas as pd
+    from siprems.forecasting import metrics
+    from siprems.forecasting.predict import predict_horizon
+    from siprems.forecasting.preprocess import sales_frame
+    from siprems.forecasting.train import fit
+
+    summary = train_product("BRD-001", sales=sales_repo, store=store, work_dir=tmp_path)
+    options = ForecastOptions.default()
+    daily = sales_repo.daily_sales("BRD-001")
+    observed = sales_frame(daily, ForecastOptions(missing_days="skip"))
+    frame = sales_frame(daily, options)
+    cutoff = pd.Timestamp(summary["backtest"]["cutoff"])
+    history = observed[observed["ds"] <= cutoff].set_index("ds")["y"]
+    window = (observed["ds"] > cutoff) & (observed["ds"] <= cutoff + pd.Timedelta(days=28))
+    test = observed[window]
+    actual = test["y"].to_numpy()
+    scale = metrics.seasonal_naive_scale(history)
+    naive = metrics.seasonal_naive_forecast(history, test["ds"])
+    assert summary["seasonal_naive"] == metrics.score(actual, naive, scale)
+
+    events = sales_repo.prediction_events()
+    trained = fit(frame[frame["ds"] <= cutoff], events, options, "BRD-001", tmp_path)
+    quantiles = predict_horizon(trained, test[["ds", "promo"]]).frame
+    expected = metrics.score(actual, quantiles["p50"], scale, quantiles["p10"], quantiles["p90"])
+    for name, value in expected.items():
+        assert summary["metrics"][name] == pytest.approx(value, rel=1e-6, abs=1e-6), name

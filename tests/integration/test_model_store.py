@@ -165,3 +165,15 @@ def test_keys_are_validated_before_any_call(store):
 def test_non_json_values_are_refused(store):
     with pytest.raises(ValueError):
         store.save_forecast("t1", {"mase": float("nan")})
+
+
+def test_listing_the_models_reads_every_page(store, s3):
+    """S3 lists 1,000 keys a page, and every model has three (about 333 products a page):
+    the status page must not stop at the first."""
+    for i in range(1_001):
+        sku = f"P-{i:04d}"
+        s3.put_object(
+            Bucket=store.bucket, Key=store.metadata_key(sku), Body=b'{"sku": "%s"}' % sku.encode()
+        )
+    listed = store.list_metadata(limit=2_000)
+    assert len(listed) == 1_001 and listed[-1]["sku"] == "P-1000"

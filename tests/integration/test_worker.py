@@ -238,7 +238,9 @@ def test_predict_job_returns_the_requested_horizon(app, days):
     result = stored_result(app, task_id)
     assert result["forecast_days"] == days
     assert len(result["quantiles"]) == days
-    assert json.dumps(result)  # JSON-safe as stored
+    assert response["statusCode"] == 202
+    dates = [q["date"] for q in result["quantiles"]]
+    assert dates == sorted(set(dates))  # one row a day, in order
 
 
 def test_results_are_kept_in_the_job_item_and_large_ones_in_s3(app, monkeypatch):
@@ -584,3 +586,52 @@ def test_forecasts_of_untrained_products_train_one_at_a_time(app, monkeypatch):
     assert [job(app, t).status.value for t in task_ids] == ["SUCCESS"] * 4
     assert most[0] == 1
     assert {sku: len(model_versions(app, sku)) for sku in skus} == dict.fromkeys(skus, 1)
+
+
+def test_a_redelivered_finished_child_finishes_its_parent(app):
+    """A worker stopped after its child's SUCCESS was counted but before the parent was
+    finished: the message comes back, and its delivery finishes the parent."""
+    from siprems.jobs.model import JobStatus
+
+    store = app.services.store
+    parent, [child] = started_parent(store, ["BRD-001"], children_started=True)
+    assert store.mark_succeeded(child, result=pack_json({"ok": 1})).applied
+    assert store.get(parent.task_id).status is JobStatus.STARTED  # the worker stopped here
+    app.services.queue.send(child.message())  # SQS delivers the message again
+    assert app.run_worker() == {"batchItemFailures": []}
+    assert store.get(parent.task_id).status is JobStatus.SUCCESS
+
+
+def test_an_unexpected_exception_is_retried_not_failed_at_once(app):
+    from siprems.jobs.runner import JobRunner, KeepMessage
+
+    task_id = submit(app, "submit/predict-async.json")
+    [message] = app.receive()
+
+    def broken(*args):
+        raise KeyError("ds")
+
+    with pytest.raises(KeepMessage):
+        JobRunner(app.services, run=broken).process(
+            message["Body"], message["ReceiptHandle"], lambda: 60.0
+        )
+    retrying = job(app, task_id)
+    assert retrying.status.value == "RETRY" and "KeyError" in retrying.error.message
+
+
+def test_a_runs_scratch_directory_is_removed(app):
+    """cmdstan writes its files under the job's work directory: Lambda's /tmp would fill up
+    across a warm container's runs."""
+    from siprems.jobs.runner import JobRunner
+
+    task_id = submit(app, "submit/predict-async.json")
+    [message] = app.receive()
+
+    def writes(running, services, work_dir):
+        work_dir.mkdir(parents=True, exist_ok=True)
+        (work_dir / "output.csv").write_text("x")
+        return {"ok": 1}
+
+    runner = JobRunner(app.services, run=writes)
+    assert runner.process(message["Body"], message["ReceiptHandle"], lambda: 60.0) == "succeeded"
+    assert not (app.services.settings.work_dir / task_id).exists()

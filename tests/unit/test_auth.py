@@ -182,3 +182,9 @@ def test_missing_key_configuration_is_an_error_not_an_open_door(monkeypatch):
             jwt_signing_key(load_settings())
     finally:
         load_settings.cache_clear()
+
+
+@pytest.mark.parametrize("claims", [{"user_id": 0, "email": ""}, {"user_id": "", "email": "a@b"}])
+def test_a_token_with_an_empty_identity_is_refused(claims):
+    with pytest.raises(UnauthorizedError):
+        verify_access_token(mint_token(SAMPLE_SIGNING_KEY, **claims), SAMPLE_SIGNING_KEY)

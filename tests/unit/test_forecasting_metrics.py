@@ -120,3 +120,7 @@ def test_naive_baselines_take_unsorted_dates_and_an_empty_history():
     empty = pd.Series([], dtype=float, index=pd.DatetimeIndex([]))
     assert math.isnan(metrics.seasonal_naive_scale(empty))
     assert np.isnan(metrics.seasonal_naive_forecast(empty, days)).all()
+
+
+def test_a_value_on_the_upper_bound_is_covered():
+    assert metrics.coverage([10, 20], [5, 15], [10, 25]) == 1.0

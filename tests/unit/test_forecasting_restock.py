@@ -72,3 +72,24 @@ def test_service_level_must_be_a_sensible_quantile():
         recommend(
             product_id=1, product_name="x", current_stock=1, daily_p50=[1.0], service_level=1.0
         )
+
+
+def test_demand_rounds_to_nearest_and_safety_stock_up():
+    """Fractions: 20.8 units of demand are 21; a 90 % total 9.7 above it needs 10 units of
+    safety stock (rounding it down would under-stock)."""
+    r = recommend(
+        product_id=1,
+        product_name="x",
+        current_stock=0,
+        daily_p50=[10.4, 10.4],
+        horizon_totals=[20.0, 30.5, 30.5, 30.5],
+        service_level=0.9,
+    )
+    assert (r["predictedDemand"], r["safetyStock"]) == (21, 10)
+
+
+def test_a_service_level_below_one_half_is_refused():
+    with pytest.raises(ValueError):
+        recommend(
+            product_id=1, product_name="x", current_stock=0, daily_p50=[1.0], service_level=0.3
+        )

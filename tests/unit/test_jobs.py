@@ -678,3 +678,40 @@ def test_a_list_whose_shards_are_gone_is_a_clear_error(jobs_store):
     )
     with pytest.raises(NotFoundError, match="1 of 2 shards"):
         jobs_store.fan_out_state(parent.task_id)
+
+
+def test_a_stale_attempt_cannot_put_a_taken_over_job_back_to_retry(jobs_store):
+    """The worker whose job was taken over (its start went stale) may not record a retry:
+    the new attempt's outcome would be refused and the job run once more."""
+    from siprems.jobs.model import JobError
+
+    stale = timedelta(seconds=120)
+    job = Job.new(JobType.PREDICT, product_sku="BRD-001")
+    jobs_store.create(job)
+    jobs_store.mark_started(job.task_id, stale_after=stale)
+    later = datetime.now(UTC) + stale + timedelta(seconds=1)
+    assert jobs_store.mark_started(job.task_id, stale_after=stale, now=later).job.attempts == 2
+    lost = jobs_store.mark_retry(job.task_id, attempt=1, error=JobError(type="t", message="m"))
+    assert lost.outcome is Outcome.CONFLICT
+    assert jobs_store.get(job.task_id).status is JobStatus.STARTED
+
+
+def test_the_delivery_that_dead_lettered_a_job_does_not_redrive_it(jobs_store):
+    """The store's own guard (the runner checks it too): only another delivery of the
+    message, one that came back from the DLQ, starts a dead-lettered job again."""
+
+    stale = timedelta(seconds=120)
+    job = Job.new(JobType.PREDICT, product_sku="BRD-001")
+    jobs_store.create(job)
+    started = jobs_store.mark_started(job.task_id, stale_after=stale).job
+    later = datetime.now(UTC) + stale + timedelta(seconds=1)
+    stopped = jobs_store.mark_worker_stopped(
+        started,
+        stale_after=stale,
+        error=JobError(type="worker_stopped", message="m"),
+        delivery="d-1",
+        now=later,
+    )
+    assert stopped.applied and stopped.job.dead_lettered == "d-1"
+    assert not jobs_store.mark_redriven(stopped.job, delivery="d-1").applied
+    assert jobs_store.mark_redriven(stopped.job, delivery="d-2").applied
