@@ -152,6 +152,19 @@ def test_no_model_and_no_training_is_model_not_found(sales_repo, store):
         forecast_product("CNF-001", 7, sales=sales_repo, store=store, train_if_missing=False)
 
 
+def test_a_model_whose_files_are_gone_is_trained_again(sales_repo, store, tmp_path):
+    """Its metadata still names a serving document that is gone (deleted by hand, or a
+    version the bucket's rule expired): the forecast trains the product again."""
+    train_product("CNF-001", sales=sales_repo, store=store, work_dir=tmp_path)
+    before = store.load_metadata("CNF-001")
+    store._s3.delete_object(
+        Bucket=store.bucket, Key=before["serving_key"], VersionId=before["serving_version_id"]
+    )
+    result = forecast_product("CNF-001", 7, sales=sales_repo, store=store, work_dir=tmp_path)
+    assert len(result["quantiles"]) == 7
+    assert store.load_metadata("CNF-001")["serving_version_id"] != before["serving_version_id"]
+
+
 def test_unknown_sku_is_a_typed_error_and_stores_nothing(sales_repo, store):
     with pytest.raises(UnknownSkuError, match="NOPE-001"):
         train_product("NOPE-001", sales=sales_repo, store=store)

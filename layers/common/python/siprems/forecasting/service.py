@@ -98,14 +98,17 @@ def forecast_product(
     from siprems.forecasting.artefact import load_serving_model
 
     def stored() -> tuple[ServingModel | None, dict[str, Any] | None]:
+        """The stored model, or (None, its metadata or None) when it must be trained: none
+        yet, its files gone (a manual delete; a version expired by the bucket's rule), or
+        trained with other options."""
         try:
             metadata = store.load_metadata(sku)
+            if options is None or metadata.get("config_hash") == options.config_hash():
+                return load_serving_model(store, sku, metadata, cache), metadata
         except ModelNotFoundError:
             if not train_if_missing:
                 raise
             return None, None
-        if options is None or metadata.get("config_hash") == options.config_hash():
-            return load_serving_model(store, sku, metadata, cache), metadata
         return None, metadata
 
     model, metadata = stored()
