@@ -251,6 +251,8 @@ def test_an_unexpected_failure_leaves_as_a_siprems_error(sales_repo, store, monk
         ("TST-MON", [date(2018, 6, 4) + timedelta(days=7 * i) for i in range(8)]),
         # five sales a month apart: neither a week nor a year is determined
         ("TST-MTH", [date(2018, 3, 1) + timedelta(days=30 * i) for i in range(5)]),
+        # eight sales 60 days apart: more than a year, still no yearly curve
+        ("TST-YR", [date(2017, 1, 2) + timedelta(days=60 * i) for i in range(8)]),
     ],
 )
 def test_a_sparse_history_forecasts_within_reach_of_what_was_sold(

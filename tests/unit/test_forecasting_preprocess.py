@@ -187,9 +187,27 @@ def test_summer_winter_weekly_terms_go_with_the_weekly_ones():
     assert supported.summer_winter_weekly is False and supported.weekly_seasonality is False
 
 
-def test_monthly_terms_need_two_months():
-    legacy = ForecastOptions.legacy()
-    days = [date(2023, 1, 1) + timedelta(days=i) for i in range(60)]
-    assert _supported(days, legacy).monthly_seasonality is False
-    days += [date(2023, 3, 2)]  # 61 days: two periods of 30.5
+def test_monthly_terms_need_two_months_and_four_days_a_term():
+    legacy = ForecastOptions.legacy()  # order 15: 30 terms, 120 days with sales
+    days = [date(2023, 1, 1) + timedelta(days=i) for i in range(120)]
+    assert _supported(days[:60], legacy).monthly_seasonality is False  # under 61 days
+    assert _supported(days[:119], legacy).monthly_seasonality is False
     assert _supported(days, legacy).monthly_seasonality is True
+
+
+def test_yearly_terms_need_four_days_with_sales_a_term():
+    """Sales far apart over more than a year leave the yearly curve free between them
+    (eight sales 60 days apart were forecast at 36,000 a day)."""
+    spread = [date(2017, 1, 2) + timedelta(days=60 * i) for i in range(8)]
+    assert _supported(spread).yearly_seasonality is False
+    default_order = ForecastOptions.default().yearly_seasonality  # 6: twelve terms
+    weekly = [date(2017, 1, 2) + timedelta(days=8 * i) for i in range(48)]  # 48 days, 376 span
+    assert _supported(weekly).yearly_seasonality == default_order
+    assert _supported(weekly[:47]).yearly_seasonality is False
+
+
+def test_only_the_training_window_counts():
+    """Years of sales that ``max_history_days`` leaves out determine nothing."""
+    options = ForecastOptions.default().with_overrides(max_history_days=180)
+    days = [date(2020, 1, 1) + timedelta(days=i) for i in range(1000)]
+    assert _supported(days, options).yearly_seasonality is False

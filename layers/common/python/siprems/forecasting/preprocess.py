@@ -108,6 +108,10 @@ def _outliers(data: pd.DataFrame, options: ForecastOptions) -> tuple[pd.DataFram
 # otherwise free wherever no day was seen, and a weak prior lets them reach any value there
 # (eight Monday-only sales forecast 7,000-20,000 a day for Tuesday to Sunday).
 YEAR_DAYS = 365
+# yearly and monthly terms need their whole period seen, and days with sales enough for
+# their coefficients: four per Fourier term (order 6, twelve terms: 48 days)
+ROWS_PER_TERM = 4
+PROPHET_YEARLY_ORDER = 10  # yearly_seasonality=True
 # weekly terms (order 3: six coefficients) are determined by six weekdays (a shop closed on
 # one weekday still has its weekly pattern); each seen at least twice
 WEEKDAYS_NEEDED = 6
@@ -115,17 +119,27 @@ ROWS_PER_WEEKDAY = 2
 
 
 def seasonalities_supported(options: ForecastOptions, observed: pd.DataFrame) -> ForecastOptions:
-    """``options`` without the seasonalities the days with sales cannot determine: yearly
-    (and monthly) without a whole period of history, weekly without six weekdays seen twice.
-    A product with years of daily sales keeps every seasonality (the options unchanged)."""
+    """``options`` without the seasonalities the days with sales in the training window
+    (``max_history_days``) cannot determine: yearly (monthly) without a whole year (two
+    months) between the first and the last sale or with fewer than four days with sales per
+    Fourier term; weekly without six weekdays seen twice. A product with years of daily
+    sales keeps every seasonality (the options unchanged)."""
     days = observed.loc[observed["y"] > 0, "ds"]
     if days.empty:
         return options
+    if options.max_history_days is not None:
+        days = days[days > days.iloc[-1] - pd.Timedelta(days=options.max_history_days)]
     span = (days.iloc[-1] - days.iloc[0]).days + 1
+
+    def determined(order: int, period_days: float) -> bool:
+        return span >= period_days and len(days) >= ROWS_PER_TERM * 2 * order
+
     changes: dict[str, object] = {}
-    if options.yearly_seasonality and span < YEAR_DAYS:
+    yearly = options.yearly_seasonality
+    if yearly and not determined(PROPHET_YEARLY_ORDER if yearly is True else yearly, YEAR_DAYS):
         changes["yearly_seasonality"] = False
-    if options.monthly_seasonality and span < 2 * options.monthly_period:
+    monthly = options.monthly_seasonality
+    if monthly and not determined(options.monthly_fourier_order, 2 * options.monthly_period):
         changes["monthly_seasonality"] = False
     weekdays = days.dt.day_of_week.value_counts()
     if options.weekly_seasonality and (weekdays >= ROWS_PER_WEEKDAY).sum() < WEEKDAYS_NEEDED:
