@@ -131,8 +131,11 @@ def test_forecast_results_round_trip(store):
     key = store.save_forecast("4f1c-task", result)
     assert key == "forecasts/4f1c-task.json"
     assert store.load_forecast("4f1c-task") == result
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError) as caught:
         store.load_forecast("no-such-task")
+    # a client reads this message (GET /api/tasks/{id} of a job whose result is gone)
+    assert store.bucket not in caught.value.public_message
+    assert "no-such-task" in caught.value.public_message
 
 
 def test_a_missing_bucket_is_a_transient_storage_error(aws):

@@ -36,6 +36,25 @@ def test_errors_map_to_status_and_body(error, status, code):
     assert response.body["type"] == code
 
 
+def test_a_jobs_table_failure_is_not_called_the_model_store(aws):
+    """DynamoDB throttling or an outage: the same code and retries as an S3 failure, and a
+    sentence that names what failed (the table's name stays in the logs)."""
+    import boto3
+    from botocore.stub import Stubber
+    from siprems.errors import StorageUnavailableError
+    from siprems.jobs.store import JobStore
+
+    resource = boto3.resource("dynamodb", region_name="us-east-1")
+    store = JobStore(resource, "prod-jobs-table")
+    with Stubber(resource.meta.client) as stub:
+        stub.add_client_error("get_item", "ProvisionedThroughputExceededException")
+        with pytest.raises(StorageUnavailableError) as caught:
+            store.get("a-task")
+    body = error_response(caught.value).body
+    assert body["type"] == "storage_unavailable" and caught.value.http_status == 503
+    assert "job store" in body["error"] and "prod-jobs-table" not in json.dumps(body)
+
+
 def test_an_unreachable_database_is_named_in_the_logs_only():
     """The connection error names the server and its user (for operators); a client gets a
     503 that names neither, and so does a job's recorded error."""

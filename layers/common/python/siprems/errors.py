@@ -110,12 +110,22 @@ class DatabaseUnavailableError(TransientError):
 
 
 class StorageUnavailableError(TransientError):
+    """S3 (the model store) failed."""
+
     code = "storage_unavailable"
 
     @property
     def public_message(self) -> str:
         # the message names the bucket and the object's key: for the logs only
         return "the model store is unavailable; try again later"
+
+
+class JobStoreUnavailableError(StorageUnavailableError):
+    """DynamoDB (the jobs table) failed: the same code and retries as S3's."""
+
+    @property
+    def public_message(self) -> str:
+        return "the job store is unavailable; try again later"
 
 
 class DeadlineExceededError(TransientError):

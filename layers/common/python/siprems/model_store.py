@@ -195,7 +195,12 @@ class ModelStore:
         return key
 
     def load_forecast(self, task_id: str) -> dict[str, Any]:
-        return self._get_json(self.forecast_key(task_id))
+        try:
+            return self._get_json(self.forecast_key(task_id))
+        except NotFoundError as exc:  # its message names the bucket: clients read this one
+            raise NotFoundError(
+                f"the result of task {task_id} is no longer stored", task_id=task_id
+            ) from exc
 
     # --- S3 access -----------------------------------------------------------------------
     def _put_json(self, key: str, value: dict[str, Any]) -> None:

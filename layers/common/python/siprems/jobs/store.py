@@ -29,7 +29,7 @@ from typing import Any, Literal
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from siprems.errors import NotFoundError, StorageUnavailableError
+from siprems.errors import JobStoreUnavailableError, NotFoundError
 from siprems.jobs.model import (
     TERMINAL,
     Job,
@@ -509,7 +509,7 @@ class JobStore:
             pending = response.get(unprocessed) or {}
             if not pending:
                 return read
-        raise StorageUnavailableError(
+        raise JobStoreUnavailableError(
             f"DynamoDB left part of a batch of {what} unprocessed after {attempts} attempts"
         )
 
@@ -615,7 +615,7 @@ class JobStore:
         Only a failed condition is an answer. Children of one parent finish at the same time
         and their transactions all write the parent's item: DynamoDB cancels one that meets
         another in progress (``TransactionConflict``), or throttles it; that one is sent
-        again with backoff, and after ``TRANSACTION_ATTEMPTS`` tries a StorageUnavailableError
+        again with backoff, and after ``TRANSACTION_ATTEMPTS`` tries a JobStoreUnavailableError
         (transient: the message comes back) rather than a child finished without its count."""
         reasons: list[str] = []
         for attempt in range(TRANSACTION_ATTEMPTS):
@@ -635,7 +635,7 @@ class JobStore:
                 reasons = cancelled.codes()
                 continue
             return "applied"
-        raise StorageUnavailableError(
+        raise JobStoreUnavailableError(
             f"DynamoDB cancelled a child's and its parent's update {TRANSACTION_ATTEMPTS} times "
             f"({', '.join(reasons)})",
             dynamodb_error="TransactionCanceledException",
@@ -706,11 +706,11 @@ class JobStore:
                 raise _ConditionFailed(_deserialized(exc.response.get("Item"))) from exc
             if code == "TransactionCanceledException":
                 raise _TransactionCancelled(exc.response) from exc
-            raise StorageUnavailableError(
+            raise JobStoreUnavailableError(
                 f"DynamoDB {operation} on {self.table_name} failed: {code}", dynamodb_error=code
             ) from exc
         except BotoCoreError as exc:
-            raise StorageUnavailableError(
+            raise JobStoreUnavailableError(
                 f"DynamoDB {operation} on {self.table_name} failed: {exc}"
             ) from exc
 
