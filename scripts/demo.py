@@ -59,7 +59,7 @@ def kiel_sales(keep_running: bool = False, quiet: bool = False) -> Iterator[obje
     try:
         migrate(conn)
         say(f"seed      {seed_kiel(conn, KIEL_DATA).summary()}")
-        yield SalesRepository(conn)
+        yield SalesRepository(conn, load_settings().shop_timezone)
     finally:
         conn.close()
         if server is not None and started_here and not keep_running:

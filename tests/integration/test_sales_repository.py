@@ -242,6 +242,10 @@ def test_an_unknown_shop_time_zone_is_a_clear_error(rolled_back):
 
     with pytest.raises(InvalidInputError, match="SHOP_TIMEZONE"):
         SalesRepository(rolled_back, "Mars/Olympus_Mons")
+    # names PostgreSQL reads otherwise than Python: 'CET' as UTC+1 all summer long
+    for name in ("CET", "EET", "localtime"):
+        with pytest.raises(InvalidInputError, match="Area/City"):
+            SalesRepository(rolled_back, name)
 
 
 def test_a_container_reuses_fresh_connections_and_drops_stale_or_failed_ones(postgres_url):

@@ -46,13 +46,15 @@ class SalesRepository:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._conn = conn
+        problem = f"shop time zone {timezone!r} (SHOP_TIMEZONE: 'UTC' or an IANA Area/City name"
+        # PostgreSQL reads a name without a slash as an abbreviation first ('CET' is then
+        # UTC+1 all year, unlike Python's CET), and knows no 'localtime': Area/City or UTC only
+        if timezone != "UTC" and "/" not in timezone:
+            raise InvalidInputError(f"unsupported {problem} such as 'Europe/Berlin')")
         try:
             self._zone = ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise InvalidInputError(
-                f"unknown shop time zone {timezone!r} (SHOP_TIMEZONE: an IANA name such as"
-                " 'Europe/Berlin')"
-            ) from exc
+            raise InvalidInputError(f"unknown {problem} such as 'Europe/Berlin')") from exc
         self.timezone = timezone
         self._clock = clock
 

@@ -8,9 +8,9 @@ Exactly the rules of the data README:
   ``price_per_unit = price``, ``is_promo = false``;
 - every Kiel Week day an ``events`` row ``("Kieler Woche", custom, included in prediction)``.
 
-A transaction's ``transaction_date`` is **noon UTC** of its day: the repository groups by the UTC
-day, and noon keeps the calendar day the same for any reader whose session time zone is within
-±11 hours of UTC (Kiel is UTC+1/+2).
+A transaction's ``transaction_date`` is **noon UTC** of its day: the repository groups by the
+calendar day of the shop's time zone (``SHOP_TIMEZONE``, UTC by default), and noon keeps the
+day the same for any zone within ±11 hours of UTC (Kiel is UTC+1/+2).
 
 Idempotent: one transaction under an advisory lock; products are inserted unless their SKU exists
 (existing products are left as they are), transactions and events unless an identical one exists
