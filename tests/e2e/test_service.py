@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -184,14 +184,17 @@ def test_schedule_fires_train_all_which_trains_every_product(service):
             ExpressionAttributeNames={"#t": "type"},
             ExpressionAttributeValues={":t": {"S": "train_all"}},
         )["Items"]
-        # the rule fires every minute from the deploy on: an earlier run may have been
-        # cancelled by another test (the fuzzer cancels what the admin's listings show)
+        # the rule fires every minute from the deploy on: a run fired before this test may
+        # have been cancelled, or a child of it, by another (the admin fuzzer cancels what
+        # the listings show); only runs fired since this test began count
         return [
             item["task_id"]["S"]
             for item in items
             if item.get("requested_by", {}).get("S") == "schedule"
-            and item["status"]["S"] != "REVOKED"
+            and item["created_at"]["S"] >= began
         ]
+
+    began = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
     events = stack.client("events")
     rules = [
