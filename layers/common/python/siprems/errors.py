@@ -21,10 +21,13 @@ class SipremsError(Exception):
         self.message = message
         self.details = details
 
+    # A fixed sentence for clients where ``message`` names internals (hosts, buckets, tables)
+    public_text: str | None = None
+
     @property
     def public_message(self) -> str:
         """The message for clients (API answers, a job's error); ``message`` goes to logs."""
-        return self.message
+        return self.public_text or self.message
 
     def to_dict(self) -> dict[str, Any]:
         """The shape stored on a failed job and returned to clients: {type, message}."""
@@ -102,30 +105,20 @@ class TrainingFailedError(PermanentError):
 # --- transient -------------------------------------------------------------------------
 class DatabaseUnavailableError(TransientError):
     code = "database_unavailable"
-
-    @property
-    def public_message(self) -> str:
-        # the message names the database's host, port and user: for the logs only
-        return "the sales database is unavailable; try again later"
+    public_text = "the sales database is unavailable; try again later"  # not its host and user
 
 
 class StorageUnavailableError(TransientError):
     """S3 (the model store) failed."""
 
     code = "storage_unavailable"
-
-    @property
-    def public_message(self) -> str:
-        # the message names the bucket and the object's key: for the logs only
-        return "the model store is unavailable; try again later"
+    public_text = "the model store is unavailable; try again later"  # not its bucket and key
 
 
 class JobStoreUnavailableError(StorageUnavailableError):
     """DynamoDB (the jobs table) failed: the same code and retries as S3's."""
 
-    @property
-    def public_message(self) -> str:
-        return "the job store is unavailable; try again later"
+    public_text = "the job store is unavailable; try again later"  # not its table
 
 
 class DeadlineExceededError(TransientError):
