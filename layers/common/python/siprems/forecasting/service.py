@@ -123,7 +123,7 @@ def forecast_product(
         backtest_days = load_settings().backtest_days
         with training_slot or contextlib.nullcontext():
             # a forecast of the same product that held the slot before may have trained it
-            model, metadata = stored() if training_slot is not None else (None, None)
+            model, metadata = stored()
             if model is None:
                 trained, metadata = _train(sku, sales, store, options, backtest_days, work_dir)
                 model = serving_model_from_trained(trained)
