@@ -503,7 +503,7 @@ class JobStore:
         pending = {self.table_name: request}
         for attempt in range(attempts):
             if attempt:
-                time.sleep(0.05 * 2 ** (attempt - 1))
+                _pause_before_retry(attempt)
             response = self._call(operation, RequestItems=pending)
             read += response.get("Responses", {}).get(self.table_name, [])
             pending = response.get(unprocessed) or {}
@@ -592,13 +592,13 @@ class JobStore:
             JobStatus.FAILURE: "children_failed",
             JobStatus.REVOKED: "children_revoked",
         }[target]
-        parent_update = {
-            "TableName": self.table_name,
-            "Key": {"task_id": job.parent_id},
-            "UpdateExpression": f"ADD {counter} :one, children_pending :minus_one",
-            "ConditionExpression": "attribute_exists(children_total)",
-            "ExpressionAttributeValues": {":one": 1, ":minus_one": -1},
-        }
+        assert job.parent_id is not None
+        parent_update = self._update_request(
+            job.parent_id,
+            update=f"ADD {counter} :one, children_pending :minus_one",
+            condition="attribute_exists(children_total)",
+            values={":one": 1, ":minus_one": -1},
+        )
         written = self._child_with_parent(child_update, parent_update)
         if written == "child_condition_failed":
             return self._classify(job.task_id)
@@ -620,8 +620,7 @@ class JobStore:
         reasons: list[str] = []
         for attempt in range(TRANSACTION_ATTEMPTS):
             if attempt:
-                # jitter, so that the cancelled ones do not meet again
-                time.sleep(random.uniform(0.5, 1.0) * min(0.025 * 2**attempt, 1.0))  # noqa: S311
+                _pause_before_retry(attempt)
             try:
                 self._call(
                     "transact_write_items",
@@ -655,16 +654,19 @@ class JobStore:
         values: dict[str, Any],
         names: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """An UpdateItem request on one job (also an item of a transaction): conditions
-        name the status ``#s``."""
-        return {
+        """An UpdateItem request on one job (also an item of a transaction). ``#s`` names the
+        status wherever an expression uses it (DynamoDB refuses names that none uses)."""
+        request = {
             "TableName": self.table_name,
             "Key": {"task_id": task_id},
             "UpdateExpression": update,
             "ConditionExpression": condition,
-            "ExpressionAttributeNames": {**_NAMES, **(names or {})},
             "ExpressionAttributeValues": _dynamo(values),
         }
+        all_names = {**(_NAMES if "#s" in update + condition else {}), **(names or {})}
+        if all_names:
+            request["ExpressionAttributeNames"] = all_names
+        return request
 
     def _update_raw(
         self,
@@ -713,6 +715,13 @@ class JobStore:
             raise JobStoreUnavailableError(
                 f"DynamoDB {operation} on {self.table_name} failed: {exc}"
             ) from exc
+
+
+def _pause_before_retry(attempt: int) -> None:
+    """Before try ``attempt`` + 1 of a request DynamoDB throttled, left partly unprocessed or
+    cancelled against another: doubling from 0.05 s up to 1 s, jittered so that writers
+    turned away together do not meet again."""
+    time.sleep(random.uniform(0.5, 1.0) * min(0.025 * 2**attempt, 1.0))  # noqa: S311
 
 
 def sku_shard_id(parent_id: str, owner: str, k: int) -> str:
