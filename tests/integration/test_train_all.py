@@ -334,8 +334,6 @@ def test_a_child_of_a_cancelled_parent_is_revoked_without_work(app):
     """A cancel revokes the children it finds (the by_parent index, eventually consistent);
     one it missed (written by a fan-out still running, or not yet in the index) is revoked
     by the worker that claims it, and counted on the parent, instead of being trained."""
-    from siprems.jobs.runner import JobRunner
-
     from tests.fixtures.train_all import started_parent
 
     store = app.services.store
@@ -344,9 +342,8 @@ def test_a_child_of_a_cancelled_parent_is_revoked_without_work(app):
     app.services.queue.send(child.message())
 
     runs = []
-    runner = JobRunner(app.services, run=lambda *args: runs.append(args) or {})
     [message] = app.receive()
-    assert runner.process(message["Body"], message["ReceiptHandle"], lambda: 60.0) == "skipped"
+    assert app.process(message, lambda *args: runs.append(args) or {}) == "skipped"
     assert runs == []
     assert store.get(child.task_id).status.value == "REVOKED"
     counts = store.get(parent.task_id).children

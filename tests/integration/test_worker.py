@@ -196,13 +196,10 @@ def test_no_run_starts_on_a_last_delivery_so_a_worker_dying_there_cannot_strand_
     message would have gone to the DLQ with the job STARTED and nothing left to notice. It is
     queued again as a fresh message, whose deliveries run it (and, if it keeps dying, end in
     worker_stopped on that message's last delivery)."""
-    from siprems.jobs.runner import JobRunner
-
     task_id = submit(app)
     message = last_delivery(app)
     runs = []
-    runner = JobRunner(app.services, run=lambda *args: runs.append(args) or {})
-    handled = runner.process(message["Body"], message["ReceiptHandle"], lambda: 60.0, 3)
+    handled = app.process(message, lambda *args: runs.append(args) or {}, receive_count=3)
     assert handled == "requeued" and runs == []
     waiting = job(app, task_id)
     assert waiting.status.value == "PENDING" and waiting.attempts == 0
@@ -308,7 +305,7 @@ def test_job_log_lines_name_the_job_and_metrics_are_emitted(app, capsys):
 def test_a_job_cancelled_while_it_runs_keeps_revoked(app):
     """The cancel route wins over a fit already running: the worker's SUCCESS write is
     refused by its condition and the message is acknowledged."""
-    from siprems.jobs.runner import JobRunner, run_job
+    from siprems.jobs.runner import run_job
 
     task_id = submit(app, "submit/predict-async.json")
 
@@ -319,8 +316,7 @@ def test_a_job_cancelled_while_it_runs_keeps_revoked(app):
         return result
 
     [message] = app.receive()
-    runner = JobRunner(app.services, run=run_then_get_cancelled)
-    assert runner.process(message["Body"], message["ReceiptHandle"], lambda: 60.0) == "lost"
+    assert app.process(message, run_then_get_cancelled) == "lost"
     final = job(app, task_id)
     assert final.status.value == "REVOKED" and final.result_key is None and final.result is None
     body = response_json(
@@ -335,7 +331,7 @@ def test_the_last_child_cancelled_while_it_runs_finishes_its_parent(app, cancell
     revoke counts it on the parent, and the parent finishes at once (the cancel route
     finalises it), or, if the cancel stopped before that ("store": the revoke alone), when
     the worker's refused outcome finds the child REVOKED. Never STARTED for good."""
-    from siprems.jobs.runner import JobRunner, run_job
+    from siprems.jobs.runner import run_job
 
     parent, [child] = started_parent(app.services.store, ["BRD-001"])
     app.services.queue.send(child.message())
@@ -356,8 +352,7 @@ def test_the_last_child_cancelled_while_it_runs_finishes_its_parent(app, cancell
         return result
 
     [message] = app.receive()
-    runner = JobRunner(app.services, run=run_then_get_cancelled)
-    assert runner.process(message["Body"], message["ReceiptHandle"], lambda: 60.0) == "lost"
+    assert app.process(message, run_then_get_cancelled) == "lost"
     assert job(app, child.task_id).status.value == "REVOKED"
     finished = job(app, parent.task_id)
     assert finished.status.value == "FAILURE"
@@ -603,7 +598,7 @@ def test_a_redelivered_finished_child_finishes_its_parent(app):
 
 
 def test_an_unexpected_exception_is_retried_not_failed_at_once(app):
-    from siprems.jobs.runner import JobRunner, KeepMessage
+    from siprems.jobs.runner import KeepMessage
 
     task_id = submit(app, "submit/predict-async.json")
     [message] = app.receive()
@@ -612,9 +607,7 @@ def test_an_unexpected_exception_is_retried_not_failed_at_once(app):
         raise KeyError("ds")
 
     with pytest.raises(KeepMessage):
-        JobRunner(app.services, run=broken).process(
-            message["Body"], message["ReceiptHandle"], lambda: 60.0
-        )
+        app.process(message, broken)
     retrying = job(app, task_id)
     assert retrying.status.value == "RETRY" and "KeyError" in retrying.error.message
 
@@ -622,8 +615,6 @@ def test_an_unexpected_exception_is_retried_not_failed_at_once(app):
 def test_a_runs_scratch_directory_is_removed(app):
     """cmdstan writes its files under the job's work directory: Lambda's /tmp would fill up
     across a warm container's runs."""
-    from siprems.jobs.runner import JobRunner
-
     task_id = submit(app, "submit/predict-async.json")
     [message] = app.receive()
 
@@ -632,6 +623,5 @@ def test_a_runs_scratch_directory_is_removed(app):
         (work_dir / "output.csv").write_text("x")
         return {"ok": 1}
 
-    runner = JobRunner(app.services, run=writes)
-    assert runner.process(message["Body"], message["ReceiptHandle"], lambda: 60.0) == "succeeded"
+    assert app.process(message, writes) == "succeeded"
     assert not (app.services.settings.work_dir / task_id).exists()
