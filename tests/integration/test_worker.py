@@ -625,3 +625,20 @@ def test_a_runs_scratch_directory_is_removed(app):
 
     assert app.process(message, writes) == "succeeded"
     assert not (app.services.settings.work_dir / task_id).exists()
+
+
+def test_every_training_holds_out_the_configured_backtest_days(app, monkeypatch):
+    """BACKTEST_DAYS is the hold-out window of every training: an explicit one (the nightly
+    run's children are the same jobs) and the one a forecast runs for a product without a
+    model."""
+    reset_services(monkeypatch, BACKTEST_DAYS="14")
+    trained = submit(app)
+    response = invoke(
+        "submit", api_event("submit/predict-async.json", body={"product_sku": "CKE-001"})
+    )
+    assert response["statusCode"] == 202, response["body"]
+    app.drain()
+
+    assert job(app, response_json(response)["task_id"]).status.value == "SUCCESS"
+    assert stored_result(app, trained)["backtest"]["horizon_days"] == 14
+    assert app.services.models.load_metadata("CKE-001")["backtest"]["horizon_days"] == 14

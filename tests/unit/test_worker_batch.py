@@ -197,11 +197,11 @@ def test_trainings_of_a_batch_run_one_at_a_time_while_forecasts_overlap(monkeypa
     monkeypatch.setattr(forecasting, "forecast_product", occupied("predict"))
     services = SimpleNamespace(
         sales=SimpleNamespace(repository=lambda: contextlib.nullcontext(None)),
-        settings=SimpleNamespace(default_forecast_days=28),
+        settings=SimpleNamespace(backtest_days=28),
         models=None,
     )
     jobs = [Job.new(JobType.TRAIN, product_sku=f"T-{i}") for i in range(4)]
-    jobs += [Job.new(JobType.PREDICT, product_sku=f"P-{i}") for i in range(4)]
+    jobs += [Job.new(JobType.PREDICT, product_sku=f"P-{i}", params={"days": 7}) for i in range(4)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda job: run_job(job, services, None), jobs))
     assert most == {"train": 1, "predict": 4}

@@ -54,14 +54,12 @@ class Settings:
     retry_base_seconds: int
     retry_max_seconds: int
     sync_wait_seconds: float
-    train_all_batch_size: int
     nightly_schedule: str
     train_all_function: str | None  # the function the training-all route invokes asynchronously
     worker_timeout_seconds: int  # a STARTED job older than this belongs to a dead worker
 
     # Forecasting
-    default_forecast_days: int
-    backtest_days: int
+    backtest_days: int  # the hold-out window of every training
     min_fit_seconds_left: float  # worker: do not start a fit with less Lambda time left
     work_dir: Path
     forecast_profile: str  # "default" (improved) or "legacy" (the original settings)
@@ -87,11 +85,9 @@ def load_settings() -> Settings:
         retry_base_seconds=_int("RETRY_BASE_SECONDS", 10),
         retry_max_seconds=_int("RETRY_MAX_SECONDS", 300),
         sync_wait_seconds=_float("SYNC_WAIT_SECONDS", 20.0),
-        train_all_batch_size=_int("TRAIN_ALL_BATCH_SIZE", 10),
         nightly_schedule=_env("NIGHTLY_SCHEDULE", "cron(0 2 * * ? *)"),  # type: ignore[arg-type]
         train_all_function=_env("TRAIN_ALL_FUNCTION"),
         worker_timeout_seconds=_int("WORKER_TIMEOUT_SECONDS", 120),
-        default_forecast_days=_int("DEFAULT_FORECAST_DAYS", 7),
         backtest_days=_int("BACKTEST_DAYS", 28),
         min_fit_seconds_left=_float("MIN_FIT_SECONDS_LEFT", 20.0),
         # Lambda's only writable folder is /tmp, which is what gettempdir() gives there.

@@ -79,6 +79,7 @@ def forecast_product(
     work_dir: Path | None = None,
     cache: ModelCache | None = None,
     training_slot: AbstractContextManager[Any] | None = None,
+    backtest_days: int = 28,
 ) -> dict[str, Any]:
     """Forecast ``days`` days after the stored model's last training day.
 
@@ -87,7 +88,8 @@ def forecast_product(
     first if there is none (``train_if_missing``) or if ``options`` are given and differ
     from the stored model's. ``history_days`` bounds the history part of ``chartData``
     (None = all of it); only those days are read from the database. A training this
-    needs runs inside ``training_slot`` (the worker's: one training at a time).
+    needs runs inside ``training_slot`` (the worker's: one training at a time), with a
+    hold-out of ``backtest_days`` as ``train_product``'s.
     """
     _check_days(days, "days", MAX_FORECAST_DAYS)
     if history_days is not None and history_days < 0:
@@ -117,10 +119,8 @@ def forecast_product(
             raise ModelNotFoundError(
                 f"the stored model of {sku!r} was trained with other options", product_sku=sku
             )
-        from siprems.config import load_settings
         from siprems.forecasting.artefact import serving_model_from_trained
 
-        backtest_days = load_settings().backtest_days
         with training_slot or contextlib.nullcontext():
             # a forecast of the same product that held the slot before may have trained it
             model, metadata = stored()

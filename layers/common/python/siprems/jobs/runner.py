@@ -120,8 +120,11 @@ def run_job(job: Job, services: Services, work_dir: Path) -> dict[str, Any]:
 
     if not job.product_sku:
         raise PermanentError(f"job {job.task_id} has no product_sku")
+    backtest_days = services.settings.backtest_days
     if job.type is JobType.PREDICT:
-        days = job.params.get("days", services.settings.default_forecast_days)
+        days = job.params.get("days")
+        if not isinstance(days, int):
+            raise PermanentError(f"predict job {job.task_id} has no number of days")
         history: dict[str, Any] = {}
         if "history_days" in job.params:  # absent: the service's default window
             asked = job.params["history_days"]
@@ -134,12 +137,17 @@ def run_job(job: Job, services: Services, work_dir: Path) -> dict[str, Any]:
                 store=services.models,
                 work_dir=work_dir,
                 training_slot=TRAINING_SLOT,  # a product without a model is trained first
+                backtest_days=backtest_days,
                 **history,
             )
     if job.type is JobType.TRAIN:
         with TRAINING_SLOT, services.sales.repository() as sales:
             return train_product(
-                job.product_sku, sales=sales, store=services.models, work_dir=work_dir
+                job.product_sku,
+                sales=sales,
+                store=services.models,
+                horizon_days=backtest_days,
+                work_dir=work_dir,
             )
     raise PermanentError(f"the worker does not run {job.type.value} jobs")
 
