@@ -141,7 +141,7 @@ def test_dashboard_is_valid_and_shows_the_metrics_the_code_emits():
     text = re.sub(r"\$\{[^}]+\}", "X", body)  # the values CloudFormation substitutes
     widgets = json.loads(text)["widgets"]
     metrics = {(m[0], m[1]) for w in widgets for m in w["properties"]["metrics"]}
-    for name in ("JobsSubmitted", "JobsSucceeded", "JobsFailed", "FitSeconds"):
+    for name in ("JobsSubmitted", "JobsSucceeded", "JobsFailed", "JobsRejected", "FitSeconds"):
         assert ("SipremsForecast", name) in metrics
         emitted = any(
             f'name="{name}"' in path.read_text()

@@ -642,3 +642,30 @@ def test_every_training_holds_out_the_configured_backtest_days(app, monkeypatch)
     assert job(app, response_json(response)["task_id"]).status.value == "SUCCESS"
     assert stored_result(app, trained)["backtest"]["horizon_days"] == 14
     assert app.services.models.load_metadata("CKE-001")["backtest"]["horizon_days"] == 14
+
+
+def emitted_metrics(out: str) -> set[str]:
+    return {
+        metric["Name"]
+        for line in json_lines(out)
+        if "_aws" in line
+        for directive in line["_aws"]["CloudWatchMetrics"]
+        for metric in directive["Metrics"]
+    }
+
+
+def test_a_product_the_data_cannot_serve_is_counted_apart_from_faults(app, capsys):
+    """A product with too few days of sales (or gone from the database) fails every night
+    until that changes: JobsRejected, so that JobsFailed and its alarm mean a fault (here a
+    malformed job)."""
+    outcomes = {}
+    for name, params in (("rejected", {"days": 7}), ("fault", {})):
+        sku = "NOPE-404" if name == "rejected" else "BRD-001"
+        failing = Job.new(JobType.PREDICT, product_sku=sku, params=params)
+        app.services.store.create(failing)
+        app.services.queue.send(failing.message())
+        capsys.readouterr()
+        app.run_worker()
+        assert job(app, failing.task_id).status.value == "FAILURE"
+        outcomes[name] = emitted_metrics(capsys.readouterr().out) & {"JobsRejected", "JobsFailed"}
+    assert outcomes == {"rejected": {"JobsRejected"}, "fault": {"JobsFailed"}}

@@ -43,7 +43,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from siprems.errors import PermanentError, SipremsError, WorkerStoppedError
+from siprems.errors import (
+    InsufficientDataError,
+    PermanentError,
+    SipremsError,
+    UnknownSkuError,
+    WorkerStoppedError,
+)
 from siprems.jobs.model import Job, JobError, JobStatus, JobType, TrainAllTrigger, pack_json
 from siprems.jobs.services import Services
 from siprems.jobs.store import Outcome, Transition
@@ -105,6 +111,11 @@ def parse_message(
 
 
 JobFunction = Callable[[Job, Services, Path], dict[str, Any]]
+
+# Failures of a product's data, not of the service (a product with too few days of sales
+# fails every night until it has them): counted as JobsRejected, so that JobsFailed and its
+# alarm mean a fault.
+DATA_REJECTIONS = (InsufficientDataError, UnknownSkuError)
 
 # The records of a batch run in threads (siprems.jobs.batch), but one training at a time per
 # process: a fit is CPU-bound (its two cmdstan runs already use a second vCPU where there is
@@ -285,7 +296,10 @@ class JobRunner:
         done = self.services.store.mark_failed(job, error=JobError.of(exc))
         if not done.applied:
             return self._lost(job, done, "failure not recorded")
-        add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+        rejected = isinstance(exc, DATA_REJECTIONS)
+        add_metric(
+            name="JobsRejected" if rejected else "JobsFailed", unit=MetricUnit.Count, value=1
+        )
         logger.error("job failed", extra={"error_type": exc.code, "error": exc.message})
         self._after_child(job)
         return "failed"
