@@ -621,6 +621,51 @@ def test_failure_alarm_watches_the_metric_the_worker_emits(template):
     assert alarm["Dimensions"] == [{"Name": "service", "Value": service["POWERTOOLS_SERVICE_NAME"]}]
 
 
+def test_every_alarm_notifies_the_topic_when_one_is_given(transformed):
+    """An alarm without an action is seen only by whoever opens the console."""
+    resources = transformed["Resources"]
+    alarms = {
+        k: r["Properties"] for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    notify = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+    for name, alarm in alarms.items():
+        assert alarm["AlarmActions"] == notify and alarm["OKActions"] == notify, name
+
+    def watched(alarm):
+        [dimension] = alarm["Dimensions"]
+        return alarm["Namespace"], alarm["MetricName"], json.dumps(dimension["Value"])
+
+    # what fails without any job failing: messages no worker takes, an authorizer that
+    # answers every request with 500, a nightly event never delivered
+    assert {watched(a) for a in alarms.values()} >= {
+        (
+            "AWS/SQS",
+            "ApproximateAgeOfOldestMessage",
+            json.dumps({"Fn::GetAtt": ["JobsQueue", "QueueName"]}),
+        ),
+        (
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            json.dumps({"Fn::GetAtt": ["JobsDeadLetterQueue", "QueueName"]}),
+        ),
+        ("AWS/Lambda", "Errors", json.dumps({"Ref": "AuthorizerFunction"})),
+        ("AWS/Events", "FailedInvocations", json.dumps({"Ref": "TrainAllFunctionNightly"})),
+    }
+    assert resources["TrainAllFunctionNightly"]["Type"] == "AWS::Events::Rule"
+
+
+def test_traces_keep_no_answers_and_the_api_is_throttled(template):
+    """A traced answer over X-Ray's 64 KB segment limit drops the whole segment (a full
+    history, Swagger UI's script), and the authorizer's answer names the caller. A runaway
+    client meets API Gateway's 429 before it takes the account's Lambda concurrency."""
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"
+    [limits] = template["Resources"]["Api"]["Properties"]["MethodSettings"]
+    assert (limits["ResourcePath"], limits["HttpMethod"]) == ("/*", "*")
+    assert limits["ThrottlingRateLimit"] == {"Ref": "ApiThrottleRateLimit"}
+    assert limits["ThrottlingBurstLimit"] == {"Ref": "ApiThrottleBurstLimit"}
+
+
 # --- the jobs table's status index ---------------------------------------------------------------
 # Attributes of a job item no listing shows (JobStore.list_by_status -> job_view, the status
 # page's failures): results and the SKU list that parents started before its shard items kept
