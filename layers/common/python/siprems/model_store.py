@@ -29,6 +29,7 @@ import gzip
 import hashlib
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,10 @@ class StoredModel:
     @property
     def version(self) -> str | None:
         return self.metadata.get("model_version_id")
+
+
+# Metadata documents the status page reads at once (of the S3 client's 32 connections).
+METADATA_READERS = 16
 
 
 class ModelStore:
@@ -172,20 +177,30 @@ class ModelStore:
         return raw
 
     def list_metadata(self, limit: int = 500) -> list[dict[str, Any]]:
-        """The metadata of every stored model (up to ``limit``), by SKU."""
-        found: list[dict[str, Any]] = []
+        """The metadata of every stored model (up to ``limit``), by SKU. Read
+        ``METADATA_READERS`` at a time: one after the other, 500 reads took most of API
+        Gateway's 29 s."""
+        keys: list[str] = []
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": "models/"}
-        while len(found) < limit:
+        while len(keys) < limit:
             response = self._call("list_objects_v2", **kwargs)
-            for entry in response.get("Contents", []):
-                if entry["Key"].endswith("/metadata.json") and len(found) < limit:
-                    try:
-                        found.append(self._get_json(entry["Key"]))
-                    except NotFoundError:  # removed since the listing
-                        continue
+            keys += [
+                entry["Key"]
+                for entry in response.get("Contents", [])
+                if entry["Key"].endswith("/metadata.json")
+            ]
             if not response.get("IsTruncated"):
                 break
             kwargs["ContinuationToken"] = response["NextContinuationToken"]
+
+        def read(key: str) -> dict[str, Any] | None:
+            try:
+                return self._get_json(key)
+            except NotFoundError:  # removed since the listing
+                return None
+
+        with ThreadPoolExecutor(max_workers=METADATA_READERS) as pool:
+            found = [m for m in pool.map(read, keys[:limit]) if m is not None]
         return sorted(found, key=lambda m: str(m.get("sku", "")))
 
     # --- forecast results ----------------------------------------------------------------

@@ -129,7 +129,7 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         summary="Status page (HTML)",
         description="A page for browsers, without data and without the authorizer: it asks "
         "for an admin token (or reads `#token=` from the address), then shows "
-        "GET /api/admin/status and refreshes it every 10 s.",
+        "GET /api/admin/status and refreshes it every minute.",
         tags=["meta"],
         responses={200: page_answer("The page")},
     )
