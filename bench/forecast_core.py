@@ -64,7 +64,8 @@ def _timed_fit_predict(frame, events, options, sku, repeats, work_dir) -> dict[s
 
 def _add_one_step_naive(rolling: dict[str, Any], observed, horizon: int = HORIZON) -> None:
     """Score the one-step seasonal naive (actuals inside the window; the baseline of the
-    issue's reference figures) on each scored window, with the window's own MASE scale."""
+    reference figures quoted for this backtest) on each scored window, with the window's own
+    MASE scale."""
     import numpy as np
     import pandas as pd
     from siprems.forecasting import metrics
@@ -163,7 +164,7 @@ def run_profile(name, options, sales, skus, args, work_dir) -> dict[str, Any]:
         # the multi-step seasonal naive: the baseline the service reports
         "rolling_naive_mean_mase_five": _mean(_five(per_sku, "rolling", "seasonal_naive_mean")),
         "below_naive_on_each_of_five": _below(per_sku, "seasonal_naive_mean"),
-        # the one-step seasonal naive: the baseline of the issue's reference figures
+        # the one-step seasonal naive: the baseline of the quoted reference figures
         "rolling_naive_one_step_mean_mase_five": _mean(
             _five(per_sku, "rolling", "seasonal_naive_one_step_mean")
         ),
@@ -192,7 +193,7 @@ def run_profile(name, options, sales, skus, args, work_dir) -> dict[str, Any]:
         f"  seasonal naive, multi-step (the service's baseline): "
         f"{_f(summary['rolling_naive_mean_mase_five'], w=0)}, "
         f"below it on each: {summary['below_naive_on_each_of_five']}\n"
-        f"  seasonal naive, one-step (actuals inside the window; the issue's reference): "
+        f"  seasonal naive, one-step (actuals inside the window; the reference figures'): "
         f"{_f(summary['rolling_naive_one_step_mean_mase_five'], w=0)}, "
         f"below it on each: {summary['below_one_step_naive_on_each_of_five']}"
     )

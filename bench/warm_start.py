@@ -14,7 +14,7 @@ latest ending on the last day of data), for each Kiel product and window cutoff 
 
 Both fits of c are scored on the 28 days after c (MASE, as the backtest). Prints, per
 product, the optimiser's iterations and the fit's CPU time, cold and warm, and the mean
-MASE of each; writes ``bench/results/warm_start.json``. The decision rule of the issue:
+MASE of each; writes ``bench/results/warm_start.json``. The decision rule:
 warm starts become the default only if the mean MASE over BRD, RLL, CRS, CNF, CKE stays
 within 2 % of the cold fits'.
 """

@@ -115,9 +115,9 @@ def one_step_seasonal_naive(
 
     Inside a forecast window this uses actual values the forecaster would not yet know (day 8
     of a window is forecast from day 1's actual): a one-step-ahead baseline, easier to beat
-    than :func:`seasonal_naive_forecast`. It is what the issue's reference figures call
-    "seasonal naive" (0.933 there; see docs/FORECASTING.md), so the benchmark prints it for
-    comparison; the service reports the multi-step one.
+    than :func:`seasonal_naive_forecast`. It is what the reference figures quoted for the
+    backtest call "seasonal naive" (0.933 there; see docs/FORECASTING.md), so the benchmark
+    prints it for comparison; the service reports the multi-step one.
     """
     known, values = _day_values(series)
     by_day = dict(zip(known.tolist(), values.tolist(), strict=True))
