@@ -649,9 +649,11 @@ def test_every_alarm_notifies_the_topic_when_one_is_given(transformed):
             json.dumps({"Fn::GetAtt": ["JobsDeadLetterQueue", "QueueName"]}),
         ),
         ("AWS/Lambda", "Errors", json.dumps({"Ref": "AuthorizerFunction"})),
-        ("AWS/Events", "FailedInvocations", json.dumps({"Ref": "TrainAllFunctionNightly"})),
+        ("AWS/Events", "FailedInvocations", json.dumps({"Fn::Sub": "${AWS::StackName}-nightly"})),
     }
-    assert resources["TrainAllFunctionNightly"]["Type"] == "AWS::Events::Rule"
+    rule = resources["TrainAllFunctionNightly"]
+    assert rule["Type"] == "AWS::Events::Rule"
+    assert rule["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-nightly"}
 
 
 def test_traces_keep_no_answers_and_the_api_is_throttled(template):
