@@ -381,6 +381,9 @@ Call it (the token is valid for an hour; a new one: make token):
   curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
        -d '{{"product_sku": "BRD-001", "days": 7}}' {base}/api/predict/async
   curl -s -H "Authorization: Bearer $TOKEN" {base}/api/tasks/<task_id>
+or with the command line (README, "The command line"):
+  eval "$(.venv/bin/siprems token --env)"   # this stack's URL and a token
+  .venv/bin/siprems predict BRD-001 --days 14
 Function logs: .state/localstack/functions/   LocalStack log: .state/localstack/localstack.log
 Stop it: make down""")
 

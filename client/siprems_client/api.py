@@ -19,7 +19,7 @@ TERMINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 # Exit codes of the CLI, by kind of failure (documented in `siprems --help`).
 EXIT_ERROR = 1  # the API refused the request or a job failed
 EXIT_USAGE = 2  # bad command line (argparse's own code)
-EXIT_UNREACHABLE = 3  # no answer from the API
+EXIT_UNREACHABLE = 3  # no answer from the API, or no such API at the URL
 EXIT_AUTH = 4  # no token, bad or expired token, missing role
 EXIT_NOT_FOUND = 5  # unknown SKU or task
 EXIT_TIMEOUT = 6  # gave up waiting for a job
@@ -180,7 +180,11 @@ class Client:
 def _error(status: int, body: dict[str, Any], client: Client, method: str, path: str) -> ApiError:
     kind = str(body.get("type") or "")
     detail = str(body.get("error") or body.get("message") or "").strip()
-    wrong_url = f"no such route {method} {path} at {client.base_url}: is the API URL right?"
+    wrong_url = (
+        f"no such route {method} {path} at {client.base_url}: is the API URL right? "
+        '(local stack: each make up deploys a new API id; eval "$(.venv/bin/siprems token '
+        '--env)" sets the current one)'
+    )
     if status == 401:
         if not client.token:
             message = (
@@ -201,11 +205,15 @@ def _error(status: int, body: dict[str, Any], client: Client, method: str, path:
         # A stack deployed before the template's own 404 for it: API Gateway answers a route
         # that does not exist with 403 "Missing Authentication Token".
         if "missing authentication token" in detail.lower():
-            message = wrong_url
+            return ApiError(wrong_url, exit_code=EXIT_UNREACHABLE, status=status, body=body)
         return ApiError(message, exit_code=EXIT_AUTH, status=status, type="forbidden", body=body)
     if status == 404:
-        if detail == "no such route":  # the gateway's answer: no function has this route
-            detail = wrong_url
+        # "no such route": the gateway's answer, no function has this route. No ``type``:
+        # not this API's answer at all (every error of it has one), e.g. LocalStack's for an
+        # API id that a restart replaced.
+        if detail == "no such route" or not kind:
+            text = wrong_url if detail == "no such route" else f"{wrong_url}; it said: {detail}"
+            return ApiError(text, exit_code=EXIT_UNREACHABLE, status=status, body=body)
         return ApiError(
             detail or f"not found: {path}",
             exit_code=EXIT_NOT_FOUND,

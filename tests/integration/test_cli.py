@@ -102,7 +102,7 @@ def test_unreachable_api_is_explained_with_exit_code_3():
 
 def test_wrong_path_is_reported_as_a_wrong_url(gateway):  # noqa: F811
     run = siprems(gateway.url.rsplit("/", 1)[0] + "/wrongstage", "tasks", "active")
-    assert run.code == api.EXIT_AUTH and "is the API URL right" in run.err
+    assert run.code == api.EXIT_UNREACHABLE and "is the API URL right" in run.err
 
 
 def test_train_one_product_then_every_product_with_children_progress(gateway):  # noqa: F811

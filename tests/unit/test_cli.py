@@ -93,8 +93,10 @@ def test_api_error_json_carries_the_exit_code():
         (401, {"type": "unauthorized"}, None, api.EXIT_AUTH, "no token"),
         (401, {"type": "unauthorized"}, "t", api.EXIT_AUTH, "refused the token"),
         (403, {"type": "forbidden"}, "t", api.EXIT_AUTH, "admin role"),
-        (403, {"message": "Missing Authentication Token"}, "t", api.EXIT_AUTH, "no such route"),
-        (404, {"error": "no such route", "type": "not_found"}, "t", 5, "is the API URL right"),
+        (403, {"message": "Missing Authentication Token"}, "t", 3, "no such route"),
+        (404, {"error": "no such route", "type": "not_found"}, "t", 3, "is the API URL right"),
+        # LocalStack's answer for an API id that `make down` + `make up` replaced
+        (404, {"message": "The API id 'x' does not correspond"}, "t", 3, "token --env"),
         (404, {"error": "unknown SKU 'X'", "type": "unknown_sku"}, "t", 5, "unknown SKU 'X'"),
         (409, {"error": "already finished", "type": "conflict"}, "t", 1, "already finished"),
         (503, {"error": "db down", "type": "database_unavailable"}, "t", 1, "try again"),
