@@ -376,8 +376,17 @@ def test_the_status_function_queries_the_indexes_only(transformed):
 
 def test_a_large_result_expires_with_its_job(template):
     rules = template["Resources"]["ModelsBucket"]["Properties"]["LifecycleConfiguration"]
-    [forecasts] = [r for r in rules["Rules"] if r.get("Prefix") == "forecasts/"]
-    assert forecasts["ExpirationInDays"] == {"Ref": "JobTtlDays"}
+    forecasts = [r for r in rules["Rules"] if r.get("Prefix") == "forecasts/"]
+    assert [r.get("ExpirationInDays") for r in forecasts] == [{"Ref": "JobTtlDays"}, None]
+    # the delete marker an expired result leaves goes too (a rule of its own: S3 refuses
+    # ExpiredObjectDeleteMarker next to ExpirationInDays)
+    assert forecasts[1]["ExpiredObjectDeleteMarker"] is True
+
+
+def test_the_jobs_table_survives_a_delete_outside_the_stack(template):
+    table = template["Resources"]["JobsTable"]
+    assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert table["Properties"]["DeletionProtectionEnabled"] is True
 
 
 def test_train_all_may_batch_write_and_read_the_jobs_table(transformed):
