@@ -76,6 +76,12 @@ class Client:
                 exit_code=EXIT_USAGE,
                 type="no_api_url",
             )
+        if not base_url.startswith(("http://", "https://")):
+            raise ApiError(
+                f"the API URL must start with http:// or https:// (got {base_url!r})",
+                exit_code=EXIT_USAGE,
+                type="bad_api_url",
+            )
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout

@@ -270,6 +270,12 @@ def cmd_cancel(args: argparse.Namespace, client: Client, output: Output) -> int:
 
 def cmd_dlq(args: argparse.Namespace, client: Client, output: Output) -> int:
     if args.action == "redrive":
+        waiting = client.dead_letters(1)
+        if not (waiting.get("queue") or {}).get("visible", waiting.get("count", 0)):
+            output.result(
+                {"status": "empty", "count": 0}, ["the dead-letter queue is empty: nothing to move"]
+            )
+            return 0
         body = client.redrive()
         output.result(
             body,
@@ -327,6 +333,8 @@ def cmd_chart(args: argparse.Namespace, client: Client, output: Output) -> int:
 def cmd_status_page(args: argparse.Namespace, client: Client, output: Output) -> int:
     url = f"{client.base_url}/api/status"
     shown = f"{url}#token={client.token}" if client.token and args.with_token else url
+    if client.token and args.with_token and _claims(client.token).get("role") != "admin":
+        print("siprems: the page shows its data to an admin token only", file=output.err)
     output.result({"url": shown}, [shown])
     return 0
 
@@ -389,6 +397,11 @@ def cmd_token(args: argparse.Namespace, output: Output) -> int:
         lines = [f"export SIPREMS_TOKEN={token}"]
         if data["api_url"]:
             lines.append(f"export SIPREMS_API_URL={data['api_url']}")
+        else:
+            print(
+                "siprems: no local stack is running (make up): SIPREMS_API_URL is not set",
+                file=output.err,
+            )
         output.result(data, lines)
     else:
         output.result(data, [token])
@@ -396,6 +409,26 @@ def cmd_token(args: argparse.Namespace, output: Output) -> int:
 
 
 # --- parser --------------------------------------------------------------------------------------
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 1:  # NaN too
+        raise argparse.ArgumentTypeError(f"a number of seconds, at least 1 (got {text!r})")
+    return value
+
+
+def _claims(token: str) -> dict[str, Any]:
+    """The token's claims, unverified (only to say what it will be refused for)."""
+    import jwt
+
+    try:
+        return jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return {}
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -412,7 +445,7 @@ def parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=argparse.SUPPRESS,
         help="seconds to wait for a task (default 300)",
     )

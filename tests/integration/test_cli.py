@@ -185,3 +185,13 @@ def test_every_command_takes_json(command):
     out, err = io.StringIO(), io.StringIO()
     code = main([*command, "--json"], stdout=out, stderr=err, environ={})
     assert code == 2 and json.loads(out.getvalue())["type"] == "no_api_url"
+
+
+def test_redriving_an_empty_dlq_says_so(gateway):  # noqa: F811
+    run = siprems(gateway.url, "dlq", "redrive", token=ADMIN_TOKEN)
+    assert run.code == 0, run.err
+    assert run.out.strip() == "the dead-letter queue is empty: nothing to move"
+    assert siprems(gateway.url, "dlq", "redrive", "--json", token=ADMIN_TOKEN).json() == {
+        "status": "empty",
+        "count": 0,
+    }

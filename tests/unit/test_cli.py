@@ -106,3 +106,39 @@ def test_http_errors_become_messages_and_exit_codes(status, body, token, code, p
     error = api._error(status, body, api.Client("http://api", token), "GET", "/api/x")
     assert error.exit_code == code and phrase in error.message
     assert json.dumps(error.to_dict())
+
+
+def test_a_url_without_a_scheme_or_a_timeout_below_a_second_is_a_usage_error(capsys):
+    for value in ("-1", "0.5", "nan", "soon"):
+        argv = ["status", "x", "--timeout", value]
+        assert main(argv, stdout=io.StringIO(), stderr=io.StringIO(), environ={}) == 2
+        assert "at least 1" in capsys.readouterr().err  # argparse's own message
+    err = io.StringIO()
+    assert main(["--api-url", "foo", "tasks", "active"], stdout=io.StringIO(), stderr=err) == 2
+    assert "must start with http:// or https://" in err.getvalue()
+
+
+def test_token_env_without_a_local_stack_says_the_url_is_missing(monkeypatch, tmp_path):
+    from siprems_client import cli
+
+    secret = tmp_path / "jwt-secret"
+    secret.write_text("k" * 32)
+    monkeypatch.setattr(cli, "local_api_url", lambda: None)
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["token", "--env", "--secret-file", str(secret)], stdout=out, stderr=err) == 0
+    assert out.getvalue().startswith("export SIPREMS_TOKEN=") and "SIPREMS_API_URL" not in (
+        out.getvalue()
+    )
+    assert "no local stack is running" in err.getvalue()
+
+
+def test_the_status_page_link_of_a_plain_token_says_the_page_needs_an_admin():
+    from siprems.auth import mint_token
+
+    for role, warned in ((None, True), ("admin", False)):
+        token = mint_token("k" * 32, user_id="1", email="a@b.c", role=role)
+        out, err = io.StringIO(), io.StringIO()
+        argv = ["--api-url", "http://api", "--token", token, "status-page", "--with-token"]
+        assert main(argv, stdout=out, stderr=err) == 0
+        assert out.getvalue().strip() == f"http://api/api/status#token={token}"
+        assert ("admin token only" in err.getvalue()) is warned
