@@ -229,7 +229,7 @@ def test_a_short_history_trains_without_a_backtest(sales_repo, sales_conn, store
 
 
 def test_an_unexpected_failure_leaves_as_a_siprems_error(sales_repo, store, monkeypatch):
-    from siprems.errors import SipremsError
+    from siprems.errors import PermanentError, SipremsError
     from siprems.forecasting import train
 
     def broken_fit(*args, **kwargs):
@@ -239,7 +239,8 @@ def test_an_unexpected_failure_leaves_as_a_siprems_error(sales_repo, store, monk
     with pytest.raises(SipremsError) as caught:
         train_product("BRD-001", sales=sales_repo, store=store)
     assert type(caught.value) is SipremsError and caught.value.code == "internal_error"
-    assert not caught.value.retryable and "KeyError" in caught.value.message
+    # not permanent: the worker retries it before the job fails
+    assert not isinstance(caught.value, PermanentError) and "KeyError" in caught.value.message
     with pytest.raises(ModelNotFoundError):
         store.load_metadata("BRD-001")
 

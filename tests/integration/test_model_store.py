@@ -12,7 +12,9 @@ from siprems.errors import (
     InvalidInputError,
     ModelNotFoundError,
     NotFoundError,
+    PermanentError,
     StorageUnavailableError,
+    TransientError,
 )
 from siprems.model_store import ModelStore
 
@@ -121,7 +123,7 @@ def test_without_versioning_a_mismatched_serving_document_is_transient(aws):
 def test_unknown_model_is_model_not_found(store):
     with pytest.raises(ModelNotFoundError) as caught:
         store.load_model("CKE-001")
-    assert caught.value.http_status == 404 and not caught.value.retryable
+    assert caught.value.http_status == 404 and isinstance(caught.value, PermanentError)
     with pytest.raises(ModelNotFoundError):
         store.load_metadata("CKE-001")
 
@@ -142,7 +144,7 @@ def test_a_missing_bucket_is_a_transient_storage_error(aws):
     store = ModelStore(boto3.client("s3", region_name="us-east-1"), "no-such-bucket")
     with pytest.raises(StorageUnavailableError) as caught:
         store.save_model("BRD-001", "{}", {})
-    assert caught.value.retryable and "NoSuchBucket" in caught.value.message
+    assert isinstance(caught.value, TransientError) and "NoSuchBucket" in caught.value.message
 
 
 def test_an_unreachable_endpoint_is_a_transient_storage_error():

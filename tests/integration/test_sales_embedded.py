@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from siprems.config import load_settings
-from siprems.errors import DatabaseUnavailableError
+from siprems.errors import DatabaseUnavailableError, TransientError
 from siprems.sales import db
 from siprems.sales.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from siprems.sales.repository import SalesRepository
@@ -108,13 +108,13 @@ def test_cli_lifecycle_over_tcp_and_a_secret(state_dir, aws):
         with pytest.raises(EmbeddedPostgresError, match="no server is running"):
             _ = server.url
 
-        # the database is down: a clear, retryable error without the password
+        # the database is down: a clear, transient error without the password
         with pytest.raises(DatabaseUnavailableError) as info:
             db.connect(settings)
         logged, public = info.value.message, json.dumps(info.value.to_dict())
         assert f"127.0.0.1:{port}" in logged and "pw-never-shown" not in logged
         assert "127.0.0.1" not in public and "database_unavailable" in public
-        assert info.value.retryable
+        assert isinstance(info.value, TransientError)
 
         # a restart keeps the data
         restarted = _cli("start", "--state-dir", state)

@@ -8,7 +8,7 @@ import json
 import boto3
 import pytest
 from botocore.stub import Stubber
-from siprems.errors import QueueUnavailableError
+from siprems.errors import QueueUnavailableError, TransientError
 from siprems.queue import DeadLetterQueue, JobQueue, backoff_seconds
 
 
@@ -93,7 +93,7 @@ def test_unreachable_queue_is_a_transient_error(aws):
     queue = JobQueue(boto3.client("sqs"), "https://sqs.us-east-1.amazonaws.com/123456789012/nope")
     with pytest.raises(QueueUnavailableError) as raised:
         queue.send({"task_id": "a"})
-    assert raised.value.retryable
+    assert isinstance(raised.value, TransientError)
 
 
 def test_backoff_doubles_up_to_the_maximum():

@@ -9,7 +9,7 @@ import ssl
 import pytest
 from pg8000.exceptions import DatabaseError, InterfaceError
 from siprems.config import load_settings
-from siprems.errors import DatabaseUnavailableError, InvalidInputError
+from siprems.errors import DatabaseUnavailableError, InvalidInputError, TransientError
 from siprems.sales import db
 
 
@@ -135,7 +135,7 @@ def test_missing_secret_is_unavailable_database(aws):
     settings = _secret_settings("siprems/absent")
     with pytest.raises(DatabaseUnavailableError, match="siprems/absent") as info:
         db.connection_params(settings)
-    assert info.value.retryable
+    assert isinstance(info.value, TransientError)
 
 
 def test_refused_connection_is_unavailable_and_hides_the_password():

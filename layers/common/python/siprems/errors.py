@@ -1,9 +1,10 @@
 """One error hierarchy for the whole service.
 
 Every error the service raises on purpose is a ``SipremsError``. It carries a stable
-``code`` (machine readable), an HTTP status for the API, and whether a job that hit it
-may be retried. Permanent errors (bad input, unknown SKU, too little data) fail a job at
-once; transient ones (database or storage down) are retried with backoff.
+``code`` (machine readable) and an HTTP status for the API. Its class decides what the
+worker does with a job that hit it: a ``PermanentError`` (bad input, unknown SKU, too little
+data) fails the job at once; everything else, ``TransientError`` (database or storage down)
+or not, is retried with backoff up to the job's maximum number of attempts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 class SipremsError(Exception):
     code: str = "internal_error"
     http_status: int = 500
-    retryable: bool = False
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -49,7 +49,6 @@ class TransientError(SipremsError):
 
     code = "transient_error"
     http_status = 503
-    retryable = True
 
 
 # --- permanent -------------------------------------------------------------------------

@@ -30,8 +30,9 @@ MAX_HORIZON_DAYS = 365
 
 
 def _typed_errors[**P, R](function: Callable[P, R]) -> Callable[P, R]:
-    """Whatever breaks below (pandas, Prophet, a bug) leaves as a ``SipremsError`` (internal,
-    not retryable) with the cause chained for the logs, so callers handle one hierarchy."""
+    """Whatever breaks below (pandas, Prophet, a bug) leaves as a ``SipremsError`` (internal;
+    the worker retries it like any error that is not permanent) with the cause chained for the
+    logs, so callers handle one hierarchy."""
 
     @functools.wraps(function)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
