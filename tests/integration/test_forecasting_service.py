@@ -16,6 +16,8 @@ from siprems.errors import (
 )
 from siprems.forecasting.options import ForecastOptions
 from siprems.forecasting.service import forecast_product, train_product
+from siprems.http import error_response
+from siprems.jobs.model import JobError
 
 # Prophet 1.5 still passes pandas arguments that pandas 3 deprecates (not this project's code).
 pytestmark = pytest.mark.filterwarnings("ignore:.*(inplace keyword|convert_dates)")
@@ -197,7 +199,9 @@ def test_three_days_of_history_is_insufficient_data(sales_repo, sales_conn, stor
         with pytest.raises(InsufficientDataError) as caught:
             train_product("TST-003", sales=sales_repo, store=store)
         assert "3 days with sales; at least 5" in caught.value.message
-        assert caught.value.to_dict()["type"] == "insufficient_data"
+        answer = error_response(caught.value)
+        assert (answer.status_code, answer.body["type"]) == (422, "insufficient_data")
+        assert JobError.of(caught.value).type == "insufficient_data"
         with pytest.raises(ModelNotFoundError):
             store.load_metadata("TST-003")
     finally:

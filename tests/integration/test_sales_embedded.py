@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from siprems.config import load_settings
 from siprems.errors import DatabaseUnavailableError, TransientError
+from siprems.http import error_response
+from siprems.jobs.model import JobError
 from siprems.sales import db
 from siprems.sales.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from siprems.sales.repository import SalesRepository
@@ -111,7 +113,10 @@ def test_cli_lifecycle_over_tcp_and_a_secret(state_dir, aws):
         # the database is down: a clear, transient error without the password
         with pytest.raises(DatabaseUnavailableError) as info:
             db.connect(settings)
-        logged, public = info.value.message, json.dumps(info.value.to_dict())
+        logged = info.value.message
+        public = (
+            json.dumps(error_response(info.value).body) + JobError.of(info.value).model_dump_json()
+        )
         assert f"127.0.0.1:{port}" in logged and "pw-never-shown" not in logged
         assert "127.0.0.1" not in public and "database_unavailable" in public
         assert isinstance(info.value, TransientError)

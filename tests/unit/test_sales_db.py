@@ -10,6 +10,8 @@ import pytest
 from pg8000.exceptions import DatabaseError, InterfaceError
 from siprems.config import load_settings
 from siprems.errors import DatabaseUnavailableError, InvalidInputError, TransientError
+from siprems.http import error_response
+from siprems.jobs.model import JobError
 from siprems.sales import db
 
 
@@ -142,9 +144,11 @@ def test_refused_connection_is_unavailable_and_hides_the_password():
     # Port 1 on the loopback address: nothing listens, the connection is refused at once.
     with pytest.raises(DatabaseUnavailableError) as info:
         db.connect_url("postgresql://app:pw-do-not-log@127.0.0.1:1/siprems?connect_timeout=2")
-    text = str(info.value) + json.dumps(info.value.to_dict())
-    assert "pw-do-not-log" not in text
-    assert "127.0.0.1:1" in text and info.value.http_status == 503
+    logged = info.value.message
+    answer = error_response(info.value)
+    recorded = JobError.of(info.value)
+    assert "pw-do-not-log" not in logged + json.dumps(answer.body) + recorded.model_dump_json()
+    assert "127.0.0.1:1" in logged and answer.status_code == 503
 
 
 def test_server_error_reason_is_redacted():

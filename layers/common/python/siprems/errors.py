@@ -29,13 +29,6 @@ class SipremsError(Exception):
         """The message for clients (API answers, a job's error); ``message`` goes to logs."""
         return self.public_text or self.message
 
-    def to_dict(self) -> dict[str, Any]:
-        """The shape stored on a failed job and returned to clients: {type, message}."""
-        body: dict[str, Any] = {"type": self.code, "message": self.public_message}
-        if self.details:
-            body["details"] = self.details
-        return body
-
 
 class PermanentError(SipremsError):
     """Retrying cannot help: the job fails at once."""
