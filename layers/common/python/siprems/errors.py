@@ -113,12 +113,6 @@ class JobStoreUnavailableError(StorageUnavailableError):
     public_text = "the job store is unavailable; try again later"  # not its table
 
 
-class DeadlineExceededError(TransientError):
-    """Not enough Lambda time left to finish safely; the job goes back to the queue."""
-
-    code = "deadline_exceeded"
-
-
 class WorkerStoppedError(TransientError):
     """The worker stopped without an outcome (Lambda timeout, crash) on a message's last
     delivery: the job fails and its message goes to the DLQ, to be redriven once the cause is

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -1020,7 +1020,3 @@ def rolling_origin_backtest(
         "mean": {name: mean_of("model", name) for name in ("mase", "wape", "smape", "coverage_80")},
         "seasonal_naive_mean": {name: mean_of("seasonal_naive", name) for name in ("mase", "wape")},
     }
-
-
-def training_window_days(trained: TrainedModel) -> int:
-    return (trained.last_day - trained.first_day + timedelta(days=1)).days
