@@ -8,15 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from siprems.jobs.model import (
     TERMINAL,
-    TRANSITIONS,
     Job,
     JobError,
     JobStatus,
     JobType,
-    can_transition,
     child_task_id,
     pack_json,
     scheduled_parent_id,
+    sources_of,
 )
 from siprems.jobs.schedule import next_run
 from siprems.jobs.store import FanOutLease, Outcome
@@ -31,27 +30,16 @@ def predict_job(**kw) -> Job:
 
 
 # --- state machine -------------------------------------------------------------------------
-def test_terminal_statuses_allow_no_transition():
-    for status in TERMINAL:
-        assert TRANSITIONS[status] == frozenset()
-        assert not any(can_transition(status, target) for target in JobStatus)
+def test_no_status_is_reached_from_a_terminal_one():
+    for target in JobStatus:
+        assert TERMINAL.isdisjoint(sources_of(target))
 
 
-@pytest.mark.parametrize(
-    ("source", "target", "allowed"),
-    [
-        (JobStatus.PENDING, JobStatus.STARTED, True),
-        (JobStatus.PENDING, JobStatus.SUCCESS, False),
-        (JobStatus.STARTED, JobStatus.SUCCESS, True),
-        (JobStatus.STARTED, JobStatus.RETRY, True),
-        (JobStatus.RETRY, JobStatus.STARTED, True),
-        (JobStatus.RETRY, JobStatus.SUCCESS, False),
-        (JobStatus.PENDING, JobStatus.REVOKED, True),
-        (JobStatus.SUCCESS, JobStatus.REVOKED, False),
-    ],
-)
-def test_transitions(source, target, allowed):
-    assert can_transition(source, target) is allowed
+@pytest.mark.parametrize("target", [JobStatus.FAILURE, JobStatus.REVOKED])
+def test_a_job_not_yet_finished_may_fail_or_be_cancelled_whatever_its_status(target):
+    """The statuses JobStore's condition lets through when a job fails or is cancelled by
+    someone other than the worker running it."""
+    assert set(sources_of(target)) == {JobStatus.PENDING, JobStatus.STARTED, JobStatus.RETRY}
 
 
 def test_job_item_round_trip_and_ttl():

@@ -2,19 +2,16 @@
 worker's per-message logic."""
 
 from siprems.jobs.model import (
-    ACTIVE,
     TERMINAL,
     ChildCounts,
     Job,
     JobError,
     JobStatus,
     JobType,
-    can_transition,
 )
 from siprems.jobs.store import JobStore, Outcome, Transition
 
 __all__ = [
-    "ACTIVE",
     "TERMINAL",
     "ChildCounts",
     "Job",
@@ -24,5 +21,4 @@ __all__ = [
     "JobType",
     "Outcome",
     "Transition",
-    "can_transition",
 ]

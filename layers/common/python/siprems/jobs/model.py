@@ -44,7 +44,6 @@ class JobType(StrEnum):
 
 
 TERMINAL = frozenset({JobStatus.SUCCESS, JobStatus.FAILURE, JobStatus.REVOKED})
-ACTIVE = frozenset({JobStatus.PENDING, JobStatus.STARTED, JobStatus.RETRY})
 
 # Allowed transitions. STARTED -> STARTED is the takeover of a job whose worker died (its
 # Lambda timed out): only once the previous attempt is certainly over (see JobStore).
@@ -64,10 +63,6 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.FAILURE: frozenset(),
     JobStatus.REVOKED: frozenset(),
 }
-
-
-def can_transition(current: JobStatus, target: JobStatus) -> bool:
-    return target in TRANSITIONS[current]
 
 
 def sources_of(target: JobStatus) -> list[JobStatus]:

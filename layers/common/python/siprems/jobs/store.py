@@ -31,7 +31,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from siprems.errors import JobStoreUnavailableError, NotFoundError
 from siprems.jobs.model import (
-    TERMINAL,
     Job,
     JobError,
     JobStatus,
@@ -575,7 +574,7 @@ class JobStore:
             all_values[":started"] = JobStatus.STARTED.value
             all_values[":attempt"] = job.attempts
         else:
-            sources = [s.value for s in sources_of(target) if s not in TERMINAL]
+            sources = [s.value for s in sources_of(target)]
             placeholders = []
             for i, source in enumerate(sources):
                 placeholders.append(f":src{i}")
