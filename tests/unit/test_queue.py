@@ -1,5 +1,6 @@
 """The SQS publisher, backoff and the dead-letter queue helpers (moto; Stubber where moto
-cannot answer: partial batch failures and StartMessageMoveTask, which moto lacks)."""
+cannot answer: partial batch failures; the redrive's StartMessageMoveTask, which moto lacks,
+is checked through its route in tests/integration/test_api.py)."""
 
 from __future__ import annotations
 
@@ -129,15 +130,3 @@ def test_dead_letters_are_peeked_without_being_taken(queues):
     assert first[0].receive_count >= 1
     assert [m.body for m in dlq.peek()] == [{"task_id": "poison"}]  # still there
     assert dlq.approximate_counts()["visible"] == 1
-
-
-def test_redrive_starts_a_move_task_from_the_dlq():
-    """moto has no StartMessageMoveTask: the call it makes is checked at the boto3 boundary."""
-    sqs = boto3.client("sqs", region_name="us-east-1")
-    dlq = DeadLetterQueue(sqs, "https://sqs.us-east-1.amazonaws.com/123456789012/dlq")
-    arn = "arn:aws:sqs:us-east-1:123456789012:dlq"
-    with Stubber(sqs) as stub:
-        stub.add_response("get_queue_attributes", {"Attributes": {"QueueArn": arn}})
-        stub.add_response("start_message_move_task", {"TaskHandle": "handle-1"}, {"SourceArn": arn})
-        assert dlq.redrive() == "handle-1"
-        stub.assert_no_pending_responses()

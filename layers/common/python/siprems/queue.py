@@ -172,13 +172,12 @@ class DeadLetterQueue(JobQueue):
                 break
         return list(seen.values())[:max_messages]
 
-    def redrive(self, destination_arn: str | None = None) -> str:
-        """Start moving every DLQ message back (to its source queue, or ``destination_arn``).
-        Returns the move task handle."""
-        kwargs: dict[str, Any] = {"SourceArn": self.arn()}
-        if destination_arn:
-            kwargs["DestinationArn"] = destination_arn
-        return self._call("start_message_move_task", **kwargs)["TaskHandle"]
+    def redrive(self, destination_arn: str) -> str:
+        """Start moving every DLQ message to ``destination_arn``; returns the move task handle.
+        The destination is always named: messages Lambda dead-lettered have no source queue."""
+        return self._call(
+            "start_message_move_task", SourceArn=self.arn(), DestinationArn=destination_arn
+        )["TaskHandle"]
 
 
 # Message attribute -> field of DeadLetter.error.
