@@ -160,7 +160,7 @@ def test_an_unreachable_endpoint_is_a_transient_storage_error():
 
 
 def test_keys_are_validated_before_any_call(store):
-    for bad in ("", "../etc", "a/b", "x" * 100):
+    for bad in ("", "../etc", "a/b", "x" * 100, "BRD-001\n"):
         with pytest.raises(InvalidInputError):
             store.model_key(bad)
     with pytest.raises(InvalidInputError):

@@ -41,9 +41,8 @@ from siprems.errors import (
     NotFoundError,
     StorageUnavailableError,
 )
+from siprems.identifiers import SKU_PATTERN, TASK_ID_PATTERN
 
-_SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchVersion"}
 
 
@@ -69,7 +68,7 @@ class ModelStore:
     # --- keys ----------------------------------------------------------------------------
     @staticmethod
     def sku_key(sku: str, name: str) -> str:
-        return f"models/{_checked(sku, _SKU, 'SKU')}/{name}"
+        return f"models/{_checked(sku, SKU_PATTERN, 'SKU')}/{name}"
 
     @classmethod
     def model_key(cls, sku: str) -> str:
@@ -85,7 +84,7 @@ class ModelStore:
 
     @staticmethod
     def forecast_key(task_id: str) -> str:
-        return f"forecasts/{_checked(task_id, _TASK_ID, 'task id')}.json"
+        return f"forecasts/{_checked(task_id, TASK_ID_PATTERN, 'task id')}.json"
 
     # --- models --------------------------------------------------------------------------
     def save_model(
@@ -253,7 +252,9 @@ def _json_bytes(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
-    if not isinstance(value, str) or not pattern.match(value):
+def _checked(value: str, pattern: str, what: str) -> str:
+    # fullmatch: with re.match, "$" would let a trailing newline through (the API's pydantic
+    # check refuses it; a SKU read from the database is only checked here)
+    if not isinstance(value, str) or not re.fullmatch(pattern, value):
         raise InvalidInputError(f"invalid {what}: {value!r}")
     return value

@@ -10,10 +10,8 @@ from typing import Annotated, Any, Literal
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
+from siprems.identifiers import SKU_PATTERN
 from siprems.jobs.model import JobStatus
-
-SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 Sku = Annotated[str, Field(pattern=SKU_PATTERN, description="Product SKU, e.g. BRD-001")]
 

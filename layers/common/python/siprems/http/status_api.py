@@ -11,7 +11,6 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
 from siprems.http import json_response, principal
 from siprems.http.models import (
-    TASK_ID_PATTERN,
     Cancelled,
     DeadLetters,
     RedriveStarted,
@@ -19,6 +18,7 @@ from siprems.http.models import (
     TaskView,
     responses,
 )
+from siprems.identifiers import TASK_ID_PATTERN
 from siprems.jobs import service
 from siprems.jobs.model import JobStatus, iso
 from siprems.jobs.schedule import next_run

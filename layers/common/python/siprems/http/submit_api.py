@@ -10,7 +10,8 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 
 from siprems.errors import SipremsError
 from siprems.http import error_body, json_response, principal
-from siprems.http.models import SKU_PATTERN, Forecast, PredictRequest, Submitted, responses
+from siprems.http.models import Forecast, PredictRequest, Submitted, responses
+from siprems.identifiers import SKU_PATTERN
 from siprems.jobs import service
 from siprems.jobs.model import JobStatus, JobType
 from siprems.jobs.services import Services
