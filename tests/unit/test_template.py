@@ -519,6 +519,16 @@ def test_worker_is_an_image_with_partial_batch_failures(template):
     assert "FROM ${BASE_IMAGE}" in dockerfile
     assert "requirements/worker.txt" in dockerfile
     assert "layers/common/python/siprems" in dockerfile
+    # transitive packages pinned by the lock, which is copied into the image to be read
+    copied = {
+        source
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY ")
+        for source in line.split()[1:-1]
+    }
+    assert "requirements/lock.txt" in copied
+    assert all((ROOT / meta["DockerContext"] / source).exists() for source in copied)
+    assert "-c /tmp/requirements/lock.txt" in dockerfile
 
 
 def test_layer_holds_the_library_and_its_light_dependencies(template):
