@@ -537,11 +537,13 @@ def test_layer_holds_the_library_and_its_light_dependencies(template):
     assert layer["Metadata"]["BuildMethod"] == "python3.13"
     # BuildMethod python puts ContentUri's files under python/ in the zip.
     assert (content / "siprems" / "__init__.py").exists()
-    layer_pins = {
-        line.strip()
-        for line in (content / "requirements.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    }
+    lines = (content / "requirements.txt").read_text().splitlines()
+    layer_pins = {line.strip() for line in lines if line.strip() and line[0] not in "#-"}
+    # pip reads a nested -c relative to the requirements file, where sam build leaves it
+    constraints = [
+        (content / line.split()[1]).resolve() for line in lines if line.startswith("-c ")
+    ]
+    assert constraints == [ROOT / "requirements" / "lock.txt"]
     project_pins = {
         line.strip()
         for line in (ROOT / "requirements" / "layer.txt").read_text().splitlines()
