@@ -403,6 +403,8 @@ def test_new_children_are_written_in_batches(jobs_store):
         ("cron(0 2 * * ? *)", datetime(2026, 11, 28, 2, 0), datetime(2026, 11, 29, 2, 0)),
         ("cron(15 10 ? * MON-FRI *)", datetime(2026, 11, 28, 0, 0), datetime(2026, 11, 30, 10, 15)),
         ("cron(0/20 * * * ? *)", datetime(2026, 11, 28, 5, 41), datetime(2026, 11, 28, 6, 0)),
+        # the step belongs to "30/60" alone: "0" stays minute 0, not 0..59
+        ("cron(0,30/60 2 * * ? *)", datetime(2026, 11, 28, 2, 1), datetime(2026, 11, 28, 2, 30)),
         ("cron(0 0 1 JAN ? 2027)", datetime(2026, 11, 28), datetime(2027, 1, 1)),
     ],
 )

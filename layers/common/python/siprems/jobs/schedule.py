@@ -25,18 +25,17 @@ def _field(text: str, low: int, high: int, names: dict[str, int] | None = None) 
         return set(range(low, high + 1))
     values: set[int] = set()
     for part in text.split(","):
-        step = 1
-        if "/" in part:
-            part, step_text = part.split("/", 1)
-            step = int(step_text)
-        if part in ("*", ""):
+        # each list item has its own step: in "0,30/60" only "30/60" runs to the field's end
+        base, stepped, step_text = part.partition("/")
+        step = _value(step_text, None) if stepped else 1
+        if base in ("*", ""):
             start, end = low, high
-        elif "-" in part:
-            a, b = part.split("-", 1)
+        elif "-" in base:
+            a, b = base.split("-", 1)
             start, end = _value(a, names), _value(b, names)
         else:
-            start = _value(part, names)
-            end = high if "/" in text else start
+            start = _value(base, names)
+            end = high if stepped else start
         if not (low <= start <= high and low <= end <= high) or step < 1:
             raise InvalidInputError(f"cron field {text!r} out of range {low}..{high}")
         values.update(range(start, end + 1, step))
