@@ -153,6 +153,18 @@ def test_active_and_scheduled_lists(app):
     assert scheduled["queue"]["visible"] == 3
 
 
+def test_an_unusable_nightly_schedule_is_a_server_error_not_the_clients(app, monkeypatch):
+    from siprems.config import load_settings
+    from siprems.jobs.services import get_services
+
+    monkeypatch.setenv("NIGHTLY_SCHEDULE", "every night")
+    load_settings.cache_clear()
+    get_services.cache_clear()
+    response = invoke("status", api_event("status/scheduled.json"))
+    assert response["statusCode"] == 500
+    assert response_json(response)["type"] == "configuration_error"
+
+
 def test_admin_dlq_view_and_redrive_need_the_admin_role(app):
     forbidden = invoke("status", api_event("status/dlq-non-admin.json"))
     assert forbidden["statusCode"] == 403

@@ -412,12 +412,19 @@ def test_next_nightly_run(expression, after, expected):
     assert next_run(expression, after.replace(tzinfo=UTC)) == expected.replace(tzinfo=UTC)
 
 
-def test_rate_has_no_computable_next_run_and_garbage_is_refused():
-    from siprems.errors import InvalidInputError
+@pytest.mark.parametrize(
+    "expression", ["every night", "cron(0 2 * * ?)", "cron(0/x 2 * * ? *)", "cron(60 2 * * ? *)"]
+)
+def test_an_unreadable_schedule_is_a_configuration_error(expression):
+    """The expression is the service's NIGHTLY_SCHEDULE, never a client's input."""
+    from siprems.errors import ConfigurationError
 
+    with pytest.raises(ConfigurationError):
+        next_run(expression)
+
+
+def test_rate_has_no_computable_next_run():
     assert next_run("rate(1 day)") is None
-    with pytest.raises(InvalidInputError):
-        next_run("every night")
 
 
 def test_a_known_product_is_not_looked_up_again_until_its_time_is_up():

@@ -44,6 +44,14 @@ class TransientError(SipremsError):
     http_status = 503
 
 
+class ConfigurationError(SipremsError):
+    """The service's own settings are unusable (e.g. NIGHTLY_SCHEDULE): the operator's fault,
+    never the client's, so a 500 and not a 400."""
+
+    code = "configuration_error"
+    http_status = 500
+
+
 # --- permanent -------------------------------------------------------------------------
 class InvalidInputError(PermanentError):
     code = "invalid_input"

@@ -2,7 +2,8 @@
 
 Supports ``cron(min hour day-of-month month day-of-week year)`` with numbers, names, ``*``,
 ``?``, lists, ranges and ``/`` steps (not ``L``, ``W`` or ``#``), and ``rate(...)``, whose
-next run depends on when the rule was created and so is not computed (None).
+next run depends on when the rule was created and so is not computed (None). The expression
+is the service's NIGHTLY_SCHEDULE, so one it cannot read is a ``ConfigurationError``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from siprems.errors import InvalidInputError
+from siprems.errors import ConfigurationError
 
 _MONTHS = {
     m: i for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split(), start=1)
@@ -37,7 +38,7 @@ def _field(text: str, low: int, high: int, names: dict[str, int] | None = None) 
             start = _value(base, names)
             end = high if stepped else start
         if not (low <= start <= high and low <= end <= high) or step < 1:
-            raise InvalidInputError(f"cron field {text!r} out of range {low}..{high}")
+            raise ConfigurationError(f"cron field {text!r} out of range {low}..{high}")
         values.update(range(start, end + 1, step))
     return values
 
@@ -47,7 +48,7 @@ def _value(text: str, names: dict[str, int] | None) -> int:
     if names and text in names:
         return names[text]
     if not text.isdigit():
-        raise InvalidInputError(f"unsupported cron value {text!r}")
+        raise ConfigurationError(f"unsupported cron value {text!r}")
     return int(text)
 
 
@@ -59,10 +60,10 @@ def next_run(expression: str, after: datetime | None = None) -> datetime | None:
         return None
     match = _CRON.match(expression.strip())
     if not match:
-        raise InvalidInputError(f"not a schedule expression: {expression!r}")
+        raise ConfigurationError(f"not a schedule expression: {expression!r}")
     fields = match.group(1).split()
     if len(fields) != 6:
-        raise InvalidInputError(f"cron needs 6 fields: {expression!r}")
+        raise ConfigurationError(f"cron needs 6 fields: {expression!r}")
     minute_f, hour_f, dom_f, month_f, dow_f, year_f = fields
     minutes = _field(minute_f, 0, 59)
     hours = _field(hour_f, 0, 23)
