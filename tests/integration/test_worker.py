@@ -669,3 +669,55 @@ def test_a_product_the_data_cannot_serve_is_counted_apart_from_faults(app, capsy
         assert job(app, failing.task_id).status.value == "FAILURE"
         outcomes[name] = emitted_metrics(capsys.readouterr().out) & {"JobsRejected", "JobsFailed"}
     assert outcomes == {"rejected": {"JobsRejected"}, "fault": {"JobsFailed"}}
+
+
+def test_a_training_starts_only_while_a_fit_fits_in_the_invocations_time(app, monkeypatch, capsys):
+    """The records of a batch pass the time check together, then their trainings take the
+    worker's one training slot in turn: one whose turn comes with less than
+    MIN_FIT_SECONDS_LEFT (5 s here) left would run into the Lambda timeout. It is retried
+    from a later invocation instead (worker_busy), and FitSeconds counts no waiting."""
+    import time
+
+    from siprems.forecasting import service as forecasting
+
+    from tests.fixtures.app import LambdaContext, handler_module
+
+    class Invocation(LambdaContext):
+        def __init__(self, seconds: float) -> None:
+            super().__init__("worker")
+            self.deadline = time.monotonic() + seconds
+
+        def get_remaining_time_in_millis(self) -> int:
+            return int((self.deadline - time.monotonic()) * 1000)
+
+    invocation = Invocation(7.5)  # room for two 1-s trainings before 5 s are left
+    started_with = []
+
+    def training(sku, **kwargs):
+        started_with.append(invocation.deadline - time.monotonic())
+        time.sleep(1.0)
+        return {"product_sku": sku}
+
+    monkeypatch.setattr(forecasting, "train_product", training)
+    jobs = [Job.new(JobType.TRAIN, product_sku=f"T-{i}") for i in range(4)]
+    for queued in jobs:
+        app.services.store.create(queued)
+        app.services.queue.send(queued.message())
+    messages = app.receive()
+    capsys.readouterr()
+    response = handler_module("worker").lambda_handler(app.sqs_event(messages), invocation)
+
+    assert len(started_with) in (2, 3) and min(started_with) >= 5.0
+    fit_seconds = [
+        value
+        for line in json_lines(capsys.readouterr().out)
+        if "FitSeconds" in line
+        for value in line["FitSeconds"]
+    ]
+    # each training is 1 s; the second one waited 1 s for the slot before it
+    assert len(fit_seconds) == len(started_with) and max(fit_seconds) < 1.9
+    statuses = sorted(job(app, queued.task_id).status.value for queued in jobs)
+    busy = [job(app, q.task_id) for q in jobs if job(app, q.task_id).status.value == "RETRY"]
+    assert statuses.count("SUCCESS") == len(started_with) and len(busy) == 4 - len(started_with)
+    assert {b.error.type for b in busy} == {"worker_busy"}
+    assert len(response["batchItemFailures"]) == len(busy)  # their messages come back

@@ -152,3 +152,10 @@ class ForbiddenError(PermanentError):
 
 class QueueUnavailableError(TransientError):
     code = "queue_unavailable"
+
+
+class WorkerBusyError(TransientError):
+    """A training waited for the worker's training slot (one at a time) until too little of
+    the invocation's time was left for a fit: retried from a later invocation."""
+
+    code = "worker_busy"

@@ -32,12 +32,14 @@ train_all on the same parent is idempotent, and does nothing for a parent that h
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -48,6 +50,7 @@ from siprems.errors import (
     PermanentError,
     SipremsError,
     UnknownSkuError,
+    WorkerBusyError,
     WorkerStoppedError,
 )
 from siprems.jobs.model import Job, JobError, JobStatus, JobType, TrainAllTrigger, pack_json
@@ -122,6 +125,30 @@ DATA_REJECTIONS = (InsufficientDataError, UnknownSkuError)
 # one) and peaks at ~140 MiB, so trainings side by side would only multiply the memory the
 # worker was sized and measured for. Forecasts, which mostly wait for AWS, still overlap.
 TRAINING_SLOT = threading.BoundedSemaphore(1)
+# Per record (each runs in a thread of its own): until when a fit may still start in this
+# invocation, and how long the record waited for the slot (not part of its FitSeconds).
+_FIT_DEADLINE: ContextVar[float | None] = ContextVar("siprems_fit_deadline", default=None)
+_SLOT_WAITED: ContextVar[float] = ContextVar("siprems_slot_waited", default=0.0)
+
+
+@contextlib.contextmanager
+def training_slot() -> Iterator[None]:
+    """TRAINING_SLOT, waited for only while a fit still fits in the invocation's time: the
+    records of a batch pass the time check together, and trainings queued behind each other
+    would otherwise start with too little time left and run into the Lambda timeout.
+    WorkerBusyError (retried from a later invocation) when the wait runs out."""
+    deadline = _FIT_DEADLINE.get()
+    started = time.monotonic()
+    timeout = None if deadline is None else max(deadline - started, 0.0)
+    if not TRAINING_SLOT.acquire(timeout=timeout):
+        raise WorkerBusyError(
+            "the worker's training slot stayed busy until too little time was left for a fit"
+        )
+    _SLOT_WAITED.set(_SLOT_WAITED.get() + time.monotonic() - started)
+    try:
+        yield
+    finally:
+        TRAINING_SLOT.release()
 
 
 def run_job(job: Job, services: Services, work_dir: Path) -> dict[str, Any]:
@@ -147,12 +174,12 @@ def run_job(job: Job, services: Services, work_dir: Path) -> dict[str, Any]:
                 sales=sales,
                 store=services.models,
                 work_dir=work_dir,
-                training_slot=TRAINING_SLOT,  # a product without a model is trained first
+                training_slot=training_slot(),  # a product without a model is trained first
                 backtest_days=backtest_days,
                 **history,
             )
     if job.type is JobType.TRAIN:
-        with TRAINING_SLOT, services.sales.repository() as sales:
+        with training_slot(), services.sales.repository() as sales:
             return train_product(
                 job.product_sku,
                 sales=sales,
@@ -190,6 +217,10 @@ class JobRunner:
             # Not enough time for a fit: nothing is changed, the message comes back at once.
             logger.warning("too little time left, job goes back to the queue")
             return self._hand_back(message, 0, "too little Lambda time left")
+        _FIT_DEADLINE.set(
+            time.monotonic() + remaining_seconds() - self.settings.min_fit_seconds_left
+        )
+        _SLOT_WAITED.set(0.0)
 
         stale_after = timedelta(seconds=self.settings.worker_timeout_seconds)
         if self._last_delivery(message):
@@ -239,7 +270,7 @@ class JobRunner:
             add_metric(
                 name="FitSeconds",
                 unit=MetricUnit.Seconds,
-                value=round(time.monotonic() - started, 3),
+                value=round(time.monotonic() - started - _SLOT_WAITED.get(), 3),
             )
             recorded = self._result_to_record(job, result)
         except PermanentError as exc:
