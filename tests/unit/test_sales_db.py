@@ -130,6 +130,43 @@ def test_secret_is_read_from_secrets_manager(aws):
     parameters.clear_caches()
 
 
+def test_a_cold_workers_threads_read_the_secret_from_secrets_manager_once(aws, monkeypatch):
+    """The records of a cold worker's batch all need the secret at once: one request to
+    Secrets Manager, the others read Powertools' cache."""
+    import threading
+
+    import boto3
+    from aws_lambda_powertools.utilities import parameters
+
+    parameters.clear_caches()
+    secret = {"host": "db.internal", "username": "app", "password": "pw-123"}
+    client = boto3.client("secretsmanager")
+    client.create_secret(Name="siprems/test-db", SecretString=json.dumps(secret))
+    calls = []
+    real = parameters.SecretsProvider._get
+
+    def counted(self, *args, **kwargs):
+        calls.append(args)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(parameters.SecretsProvider, "_get", counted)
+    settings = _secret_settings("siprems/test-db")
+    start = threading.Barrier(8)
+    hosts = []
+
+    def connect():
+        start.wait()
+        hosts.append(db.connection_params(settings).host)
+
+    threads = [threading.Thread(target=connect) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert hosts == ["db.internal"] * 8 and len(calls) == 1
+    parameters.clear_caches()
+
+
 def test_missing_secret_is_unavailable_database(aws):
     from aws_lambda_powertools.utilities import parameters
 

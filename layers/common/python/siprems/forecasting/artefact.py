@@ -66,6 +66,16 @@ def import_prophet() -> None:
     """
     if "prophet" in sys.modules:
         return
+    with _PROPHET_IMPORT:  # a training and a forecast of an old model may both get here
+        _import_prophet_without_matplotlib()
+
+
+_PROPHET_IMPORT = threading.Lock()
+
+
+def _import_prophet_without_matplotlib() -> None:
+    if "prophet" in sys.modules:
+        return
     if "matplotlib" in sys.modules:  # already paid for by someone else
         import prophet  # noqa: F401
 

@@ -28,6 +28,7 @@ import hashlib
 import importlib.resources
 import re
 import ssl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -163,7 +164,17 @@ def _secrets_provider(endpoint_url: str) -> Any:
     )
 
 
+# A cold worker's records (threads) all need the secret at once: one fetches it, the others
+# then read Powertools' cache (without this, each built a client and called Secrets Manager).
+_SECRET_FETCH = threading.Lock()
+
+
 def _fetch_secret(name: str, endpoint_url: str | None) -> dict[str, Any]:
+    with _SECRET_FETCH:
+        return _fetch_secret_once(name, endpoint_url)
+
+
+def _fetch_secret_once(name: str, endpoint_url: str | None) -> dict[str, Any]:
     from aws_lambda_powertools.utilities import parameters
 
     try:
