@@ -153,6 +153,22 @@ def test_active_and_scheduled_lists(app):
     assert scheduled["queue"]["visible"] == 3
 
 
+def test_a_switched_off_nightly_rule_shows_no_next_run(app, monkeypatch):
+    """NightlyScheduleEnabled false: the rule is DISABLED, and the status routes say so
+    instead of announcing a run that will not come."""
+    from siprems.config import load_settings
+    from siprems.jobs.services import get_services
+
+    monkeypatch.setenv("NIGHTLY_ENABLED", "false")
+    load_settings.cache_clear()
+    get_services.cache_clear()
+    off = {"schedule": "cron(0 2 * * ? *)", "enabled": False, "next_run": None}
+    scheduled = response_json(invoke("status", api_event("status/scheduled.json")))
+    assert scheduled["nightly"] == off
+    overview = invoke("status", api_event("status/status-data.json"))
+    assert response_json(overview)["nightly"] == off
+
+
 def test_an_unusable_nightly_schedule_is_a_server_error_not_the_clients(app, monkeypatch):
     from siprems.config import load_settings
     from siprems.jobs.services import get_services

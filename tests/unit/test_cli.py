@@ -142,3 +142,18 @@ def test_the_status_page_link_of_a_plain_token_says_the_page_needs_an_admin():
         assert main(argv, stdout=out, stderr=err) == 0
         assert out.getvalue().strip() == f"http://api/api/status#token={token}"
         assert ("admin token only" in err.getvalue()) is warned
+
+
+def test_tasks_scheduled_says_when_the_nightly_rule_is_switched_off():
+    from types import SimpleNamespace
+
+    from siprems_client.cli import Output, cmd_tasks
+
+    for enabled, shown in ((False, "switched off"), (True, "next run 2026-12-01T02:00:00.000Z")):
+        nightly = {"schedule": "cron(0 2 * * ? *)", "enabled": enabled}
+        nightly["next_run"] = "2026-12-01T02:00:00.000Z" if enabled else None
+        client = SimpleNamespace(scheduled=lambda limit, n=nightly: {"tasks": [], "nightly": n})
+        out = io.StringIO()
+        args = SimpleNamespace(which="scheduled", limit=50)
+        assert cmd_tasks(args, client, Output(as_json=False, out=out, err=io.StringIO())) == 0
+        assert f"nightly retraining: cron(0 2 * * ? *), {shown}" in out.getvalue()

@@ -55,6 +55,7 @@ class Settings:
     retry_max_seconds: int
     sync_wait_seconds: float
     nightly_schedule: str
+    nightly_enabled: bool  # the rule's state (template parameter NightlyScheduleEnabled)
     train_all_function: str | None  # the function the training-all route invokes asynchronously
     worker_timeout_seconds: int  # a STARTED job older than this belongs to a dead worker
 
@@ -86,6 +87,7 @@ def load_settings() -> Settings:
         retry_max_seconds=_int("RETRY_MAX_SECONDS", 300),
         sync_wait_seconds=_float("SYNC_WAIT_SECONDS", 20.0),
         nightly_schedule=_env("NIGHTLY_SCHEDULE", "cron(0 2 * * ? *)"),  # type: ignore[arg-type]
+        nightly_enabled=_env("NIGHTLY_ENABLED", "true") == "true",
         train_all_function=_env("TRAIN_ALL_FUNCTION"),
         worker_timeout_seconds=_int("WORKER_TIMEOUT_SECONDS", 120),
         backtest_days=_int("BACKTEST_DAYS", 28),

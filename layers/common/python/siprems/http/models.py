@@ -101,6 +101,18 @@ class TaskList(BaseModel):
     count: int
 
 
+class Nightly(BaseModel):
+    schedule: str = Field(description="The EventBridge expression (UTC)")
+    enabled: bool = Field(description="Whether the nightly rule is on")
+    next_run: str | None = Field(
+        description="The next run (UTC); null when switched off or for a rate() expression"
+    )
+
+
+class ScheduledTasks(TaskList):
+    nightly: Nightly
+
+
 class Cancelled(BaseModel):
     task_id: str
     status: Literal["REVOKED"]
@@ -123,6 +135,7 @@ class Overview(BaseModel):
     generated_at: str
     jobs: dict[str, int]
     recent_failures: list[dict[str, Any]]
+    nightly: Nightly
     models: list[dict[str, Any]]
 
 
@@ -141,7 +154,8 @@ ERRORS: dict[int, str] = {
     409: "The task has already finished (or the forecast was cancelled)",
     415: "The body is not application/json",
     422: "Invalid input (the fields at fault are in details)",
-    500: "The forecast failed for a reason that retrying cannot fix",
+    500: "The forecast failed for a reason that retrying cannot fix, or the service is "
+    "misconfigured (configuration_error)",
     503: "A dependency (database, storage, queue) is unavailable: retry later",
 }
 JSON = "application/json"

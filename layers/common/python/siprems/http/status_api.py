@@ -14,14 +14,15 @@ from siprems.http.models import (
     Cancelled,
     DeadLetters,
     RedriveStarted,
+    ScheduledTasks,
     TaskList,
     TaskView,
     responses,
 )
 from siprems.identifiers import TASK_ID_PATTERN
 from siprems.jobs import service
-from siprems.jobs.model import JobStatus, iso
-from siprems.jobs.schedule import next_run
+from siprems.jobs.model import JobStatus
+from siprems.jobs.schedule import nightly_view
 from siprems.jobs.services import Services
 
 TaskId = Annotated[str, Path(pattern=TASK_ID_PATTERN, description="Task id (uuid)")]
@@ -59,7 +60,7 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         "/api/tasks/scheduled",
         summary="Queued jobs and the next nightly retraining",
         tags=["tasks"],
-        responses=responses({200: ("Waiting jobs", TaskList)}, 401, 422, 503),
+        responses=responses({200: ("Waiting jobs", ScheduledTasks)}, 401, 422, 500, 503),
     )
     def scheduled(limit: Limit = 50) -> Response[dict[str, Any]]:
         principal(app)
@@ -72,15 +73,14 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         # newest first across both statuses, as each list is, and no more than asked for
         waiting.sort(key=lambda job: job.created_at, reverse=True)
         jobs = [service.job_view(job) for job in waiting[:limit]]
-        upcoming = next_run(svc.settings.nightly_schedule, datetime.now(UTC))
+        settings = svc.settings
         body: dict[str, Any] = {
             "tasks": jobs,
             "count": len(jobs),
             "scheduled_tasks": jobs,  # the original API's key for the same list
-            "nightly": {
-                "schedule": svc.settings.nightly_schedule,
-                "next_run": iso(upcoming) if upcoming else None,
-            },
+            "nightly": nightly_view(
+                settings.nightly_schedule, settings.nightly_enabled, datetime.now(UTC)
+            ),
         }
         if svc.queue is not None:
             body["queue"] = svc.queue.approximate_counts()

@@ -27,7 +27,7 @@ from siprems.errors import NotFoundError
 from siprems.http import json_response, principal
 from siprems.http.models import Overview, responses
 from siprems.jobs.model import JobStatus, iso
-from siprems.jobs.schedule import next_run
+from siprems.jobs.schedule import nightly_view
 from siprems.jobs.services import Services
 
 RECENT_FAILURES = 10
@@ -67,7 +67,6 @@ def overview(services: Services, now: datetime | None = None) -> dict[str, Any]:
         }
         for job in store.list_by_status(JobStatus.FAILURE, limit=RECENT_FAILURES)
     ]
-    upcoming = next_run(services.settings.nightly_schedule, now)
     return {
         "generated_at": iso(now),
         "jobs": {status.value: store.count_by_status(status) for status in JobStatus},
@@ -76,10 +75,9 @@ def overview(services: Services, now: datetime | None = None) -> dict[str, Any]:
             services.dead_letters.approximate_counts() if services.dead_letters else None
         ),
         "recent_failures": failures,
-        "nightly": {
-            "schedule": services.settings.nightly_schedule,
-            "next_run": iso(upcoming) if upcoming else None,
-        },
+        "nightly": nightly_view(
+            services.settings.nightly_schedule, services.settings.nightly_enabled, now
+        ),
         "models": [model_row(m, now) for m in services.models.list_metadata()],
     }
 
@@ -118,7 +116,7 @@ def register(app: APIGatewayRestResolver, services: Callable[[], Services]) -> N
         "next nightly run, each model's age and hold-out accuracy. The page GET /api/status "
         "shows it in a browser.",
         tags=["admin"],
-        responses=responses({200: ("The service's state", Overview)}, 401, 403, 503),
+        responses=responses({200: ("The service's state", Overview)}, 401, 403, 500, 503),
     )
     def status_data() -> Response[dict[str, Any]]:
         principal(app, admin=True)

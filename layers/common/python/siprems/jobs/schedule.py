@@ -12,6 +12,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from siprems.errors import ConfigurationError
+from siprems.jobs.model import iso
 
 _MONTHS = {
     m: i for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split(), start=1)
@@ -50,6 +51,17 @@ def _value(text: str, names: dict[str, int] | None) -> int:
     if not text.isdigit():
         raise ConfigurationError(f"unsupported cron value {text!r}")
     return int(text)
+
+
+def nightly_view(expression: str, enabled: bool, now: datetime) -> dict[str, object]:
+    """The nightly retraining as the status routes show it: its expression, whether its rule
+    is on (template parameter NightlyScheduleEnabled) and, when it is, its next run."""
+    upcoming = next_run(expression, now) if enabled else None
+    return {
+        "schedule": expression,
+        "enabled": enabled,
+        "next_run": iso(upcoming) if upcoming else None,
+    }
 
 
 def next_run(expression: str, after: datetime | None = None) -> datetime | None:
