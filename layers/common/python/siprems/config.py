@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from siprems.errors import ConfigurationError
+
 
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
@@ -21,11 +23,21 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 
 def _int(name: str, default: int) -> int:
-    return int(_env(name, str(default)))  # type: ignore[arg-type]
+    return _number(name, default, int)
 
 
 def _float(name: str, default: float) -> float:
-    return float(_env(name, str(default)))  # type: ignore[arg-type]
+    return _number(name, default, float)
+
+
+def _number[N: (int, float)](name: str, default: N, kind: type[N]) -> N:
+    text = _env(name, str(default))
+    try:
+        return kind(text)  # type: ignore[arg-type]
+    except ValueError:
+        raise ConfigurationError(
+            f"{name} must be a number ({kind.__name__}), not {text!r}"
+        ) from None
 
 
 @dataclass(frozen=True)
