@@ -129,6 +129,7 @@ TRAINING_SLOT = threading.BoundedSemaphore(1)
 # invocation, and how long the record waited for the slot (not part of its FitSeconds).
 _FIT_DEADLINE: ContextVar[float | None] = ContextVar("siprems_fit_deadline", default=None)
 _SLOT_WAITED: ContextVar[float] = ContextVar("siprems_slot_waited", default=0.0)
+_SLOT_HELD: ContextVar[bool] = ContextVar("siprems_slot_held", default=False)
 
 
 @contextlib.contextmanager
@@ -136,7 +137,11 @@ def training_slot() -> Iterator[None]:
     """TRAINING_SLOT, waited for only while a fit still fits in the invocation's time: the
     records of a batch pass the time check together, and trainings queued behind each other
     would otherwise start with too little time left and run into the Lambda timeout.
-    WorkerBusyError (retried from a later invocation) when the wait runs out."""
+    WorkerBusyError when the wait runs out. A record that holds it already (the runner takes
+    it for a training before claiming the job) goes on."""
+    if _SLOT_HELD.get():
+        yield
+        return
     deadline = _FIT_DEADLINE.get()
     started = time.monotonic()
     timeout = None if deadline is None else max(deadline - started, 0.0)
@@ -145,9 +150,11 @@ def training_slot() -> Iterator[None]:
             "the worker's training slot stayed busy until too little time was left for a fit"
         )
     _SLOT_WAITED.set(_SLOT_WAITED.get() + time.monotonic() - started)
+    held = _SLOT_HELD.set(True)
     try:
         yield
     finally:
+        _SLOT_HELD.reset(held)
         TRAINING_SLOT.release()
 
 
@@ -212,16 +219,31 @@ class JobRunner:
             return self._process(message, remaining_seconds)
 
     def _process(self, message: Message, remaining_seconds: Callable[[], float]) -> str:
-        store = self.services.store
         if remaining_seconds() < self.settings.min_fit_seconds_left:
             # Not enough time for a fit: nothing is changed, the message comes back at once.
             logger.warning("too little time left, job goes back to the queue")
             return self._hand_back(message, 0, "too little Lambda time left")
-        _FIT_DEADLINE.set(
+        deadline = _FIT_DEADLINE.set(
             time.monotonic() + remaining_seconds() - self.settings.min_fit_seconds_left
         )
-        _SLOT_WAITED.set(0.0)
+        waited = _SLOT_WAITED.set(0.0)
+        try:
+            with contextlib.ExitStack() as held:
+                if (message.body or {}).get("type") == JobType.TRAIN.value:
+                    # A training takes the slot before its job is claimed: when its turn does
+                    # not come in time, nothing has changed (no attempt used).
+                    try:
+                        held.enter_context(training_slot())
+                    except WorkerBusyError:
+                        logger.warning("training slot busy: job goes back to the queue")
+                        return self._hand_back(message, 0, "training slot busy")
+                return self._claim_and_run(message)
+        finally:
+            _SLOT_WAITED.reset(waited)
+            _FIT_DEADLINE.reset(deadline)
 
+    def _claim_and_run(self, message: Message) -> str:
+        store = self.services.store
         stale_after = timedelta(seconds=self.settings.worker_timeout_seconds)
         if self._last_delivery(message):
             current = self._dead_letter_if_worker_stopped(message, stale_after)
@@ -264,13 +286,14 @@ class JobRunner:
             return "skipped"
         logger.info("job started", extra={"attempt": job.attempts, "job_type": job.type.value})
         work_dir = self.settings.work_dir / job.task_id
-        started = time.monotonic()
+        started, waited_before = time.monotonic(), _SLOT_WAITED.get()
         try:
             result = self._run_traced(job, work_dir)
+            waited = _SLOT_WAITED.get() - waited_before  # a forecast's training, queued
             add_metric(
                 name="FitSeconds",
                 unit=MetricUnit.Seconds,
-                value=round(time.monotonic() - started - _SLOT_WAITED.get(), 3),
+                value=round(time.monotonic() - started - waited, 3),
             )
             recorded = self._result_to_record(job, result)
         except PermanentError as exc:
