@@ -256,3 +256,28 @@ def test_schedule_rate_one_minute_fires_the_function(mini_app):
 
     # LocalStack's rule timer ticks every ~60 s from its start.
     assert wait_for(ticks, 150, interval_s=3, what="a scheduled invocation")
+
+
+def test_runtime_ports_are_outside_the_ephemeral_range_and_never_shared():
+    """A runtime binds its port a second or more after the executor picked it: a port from
+    the kernel's ephemeral range could meanwhile become an outgoing connection's source port
+    (under the load test one did: EADDRINUSE, the environment timed out at start)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(stack.__file__).resolve().parents[1]
+    probe = (
+        "from siprems_localstack.lambda_executor import ephemeral_ports_start, free_port\n"
+        "ports = [free_port() for _ in range(500)]\n"
+        "print(len(set(ports)), max(ports) < ephemeral_ports_start(), min(ports) >= 20000)\n"
+    )
+    python = root / ".venv-localstack" / "bin" / "python"
+    run = subprocess.run(  # noqa: S603 - the project's own plugin
+        [str(python if python.exists() else sys.executable), "-c", probe],
+        env={**os.environ, "PYTHONPATH": str(root / "localstack" / "plugins")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stdout.split() == ["500", "True", "True"]

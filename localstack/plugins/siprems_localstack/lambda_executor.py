@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -73,10 +74,46 @@ def image_sources() -> dict[str, dict]:
     return json.loads(raw)
 
 
+# Ports handed to runtimes of this process (released when their executor stops).
+_PORTS_IN_USE: set[int] = set()
+_PORTS_LOCK = threading.Lock()
+LOWEST_RUNTIME_PORT = 20000
+
+
+def ephemeral_ports_start() -> int:
+    """Where the kernel's range of ports for outgoing connections begins (32768 on Linux)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
+    """A port for a runtime to listen on. The runtime binds it a second or more later (its
+    interpreter starts first): a port from the kernel's ephemeral range, free when probed,
+    could meanwhile become the source port of any outgoing connection (under a load test one
+    did: the runtime died with EADDRINUSE and its environment timed out at start). So: below
+    that range, where no outgoing connection is numbered, and never one handed out to
+    another runtime of this process."""
+    high = ephemeral_ports_start()
+    with _PORTS_LOCK:
+        for _ in range(200):
+            port = random.randrange(LOWEST_RUNTIME_PORT, high)  # noqa: S311 - not a secret
+            if port in _PORTS_IN_USE:
+                continue
+            with socket.socket() as probe:
+                try:
+                    probe.bind((LOOPBACK, port))
+                except OSError:
+                    continue
+            _PORTS_IN_USE.add(port)
+            return port
+    raise RuntimeError(f"no free port between {LOWEST_RUNTIME_PORT} and {high}")
+
+
+def release_port(port: int) -> None:
+    with _PORTS_LOCK:
+        _PORTS_IN_USE.discard(port)
 
 
 def never_connected(exc: requests.exceptions.ConnectionError) -> bool:
@@ -277,6 +314,7 @@ class LocalProcessRuntimeExecutor(RuntimeExecutor):
                     pass
         if self.tmp_dir:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        release_port(self.port)
         try:
             self.executor_endpoint.shutdown()
         except Exception as exc:  # noqa: BLE001 (already unregistered)
