@@ -24,6 +24,8 @@ EXIT_AUTH = 4  # no token, bad or expired token, missing role
 EXIT_NOT_FOUND = 5  # unknown SKU or task
 EXIT_TIMEOUT = 6  # gave up waiting for a job
 
+THROTTLED_RETRIES = 3  # a request the API stage throttled (429) is sent again after 1, 2, 4 s
+
 
 class ApiError(Exception):
     """A failure with a message for people and an exit code for scripts."""
@@ -67,6 +69,7 @@ class Client:
         *,
         timeout: float = 35.0,
         session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not base_url:
             raise ApiError(
@@ -86,6 +89,7 @@ class Client:
         self.token = token
         self.timeout = timeout
         self.session = session or requests.Session()
+        self._sleep = sleep
 
     # --- routes ------------------------------------------------------------------------------
     def predict_async(self, sku: str, days: int) -> dict[str, Any]:
@@ -155,8 +159,27 @@ class Client:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         url = self.base_url + path
+        for attempt in range(THROTTLED_RETRIES + 1):
+            response = self._send(method, url, body, headers)
+            if response.status_code != 429 or attempt == THROTTLED_RETRIES:
+                break
+            # the API stage's throttling (429, nothing done): the same request, a little later
+            self._sleep(float(2**attempt))
         try:
-            response = self.session.request(
+            data = response.json() if response.content else {}
+        except ValueError:
+            data = {"error": response.text[:200].strip() or response.reason}
+        if not isinstance(data, dict):
+            data = {"data": data}
+        if response.status_code >= 400:
+            raise _error(response.status_code, data, self, method, path)
+        return Answer(response.status_code, data)
+
+    def _send(
+        self, method: str, url: str, body: dict[str, Any] | None, headers: dict[str, str]
+    ) -> requests.Response:
+        try:
+            return self.session.request(
                 method, url, json=body, headers=headers, timeout=self.timeout
             )
         except requests.ConnectionError as exc:
@@ -172,15 +195,6 @@ class Client:
                 exit_code=EXIT_UNREACHABLE,
                 type="unreachable",
             ) from exc
-        try:
-            data = response.json() if response.content else {}
-        except ValueError:
-            data = {"error": response.text[:200].strip() or response.reason}
-        if not isinstance(data, dict):
-            data = {"data": data}
-        if response.status_code >= 400:
-            raise _error(response.status_code, data, self, method, path)
-        return Answer(response.status_code, data)
 
 
 def _error(status: int, body: dict[str, Any], client: Client, method: str, path: str) -> ApiError:

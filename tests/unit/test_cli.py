@@ -157,3 +157,32 @@ def test_tasks_scheduled_says_when_the_nightly_rule_is_switched_off():
         args = SimpleNamespace(which="scheduled", limit=50)
         assert cmd_tasks(args, client, Output(as_json=False, out=out, err=io.StringIO())) == 0
         assert f"nightly retraining: cron(0 2 * * ? *), {shown}" in out.getvalue()
+
+
+def test_a_throttled_request_is_sent_again_a_little_later():
+    """The API stage answers 429 above its rate, having done nothing: the client waits and
+    sends the same request again, a few times, then reports the refusal."""
+    from types import SimpleNamespace
+
+    def answer(status, body):
+        return SimpleNamespace(status_code=status, content=b"x", json=lambda: body, text="")
+
+    def client_answering(*answers):
+        replies, sent, slept = iter(answers), [], []
+
+        def request(*args, **kwargs):
+            sent.append(args)
+            return next(replies)
+
+        session = SimpleNamespace(request=request)
+        return api.Client("http://api", "t", session=session, sleep=slept.append), sent, slept
+
+    throttled = answer(429, {"error": "Too Many Requests", "type": "gateway_refused"})
+    client, sent, slept = client_answering(throttled, throttled, answer(200, {"count": 0}))
+    assert client.active() == {"count": 0}
+    assert slept == [1.0, 2.0] and len(sent) == 3
+
+    client, sent, slept = client_answering(*[throttled] * 4)
+    with pytest.raises(api.ApiError) as refused:
+        client.active()
+    assert refused.value.status == 429 and slept == [1.0, 2.0, 4.0] and len(sent) == 4
