@@ -19,6 +19,7 @@ as it is.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import secrets
@@ -127,6 +128,14 @@ def run(command: list[str], log: Path, hidden: tuple[str, ...] = ()) -> None:
         )
 
 
+def build_cache_dir(base: Path) -> Path:
+    """sam build's cache for ``--cached``, one per version of requirements/lock.txt: the cache
+    is keyed by each function's and layer's own folder and requirements file, and the lock
+    the layer's requirements constrain with lies outside both."""
+    lock = hashlib.sha256((ROOT / "requirements" / "lock.txt").read_bytes()).hexdigest()[:12]
+    return base.with_name(f"{base.name}-{lock}")
+
+
 def build(template: Path, build_dir: Path, images: dict[str, str], log: Path) -> Path:
     """samlocal build without the image functions; returns the built template."""
     excluded = image_functions(template)
@@ -142,7 +151,7 @@ def build(template: Path, build_dir: Path, images: dict[str, str], log: Path) ->
         str(build_dir),
         "--cached",
         "--cache-dir",
-        str(build_dir) + ".cache",
+        str(build_cache_dir(build_dir.with_name(build_dir.name + ".cache"))),
     ]
     for name in excluded:
         command += ["--exclude", name]

@@ -34,6 +34,7 @@ import boto3
 import pytest
 
 from scripts.gen_events import SAMPLE_SIGNING_KEY, SAMPLE_TASK_ID, token
+from scripts.stack import build_cache_dir
 from tests.fixtures.app import _create_resources, load_template
 from tests.sam_local.harness import (
     REGION,
@@ -181,7 +182,7 @@ def built(docker: Docker) -> Path:
         "--build-dir",
         str(BUILD_DIR),
         "--cache-dir",
-        str(BUILD_DIR.parent / "cache"),
+        str(build_cache_dir(BUILD_DIR.parent / "cache")),
         "--cached",
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
