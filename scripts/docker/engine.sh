@@ -43,7 +43,9 @@ install_engine() {
     local policy=/usr/sbin/policy-rc.d created_policy=""
     if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created_policy=1; fi
     apt-get install -y -qq --no-install-recommends docker.io iptables socat >/dev/null
-    [[ -n $created_policy ]] && rm -f "$policy"
+    # (an if, not `[[ ]] && rm`: where the image ships its own policy-rc.d, that line's status 1
+    # was the function's, and `set -e` ended `start` right after the install, silently)
+    if [[ -n $created_policy ]]; then rm -f "$policy"; fi
 }
 
 start() {

@@ -11,7 +11,9 @@ scripts/bootstrap.sh sam >/dev/null
 
 engine_was_running=""
 scripts/docker/engine.sh status >/dev/null 2>&1 && engine_was_running=1
-eval "$(scripts/docker/engine.sh start)"
+# In an assignment a failed start stops this script (`eval "$(...)"` would eval nothing and go on).
+engine_env=$(scripts/docker/engine.sh start)
+eval "$engine_env"
 if [[ -z $engine_was_running ]]; then trap 'scripts/docker/engine.sh stop' EXIT; fi
 echo "sam-local: engine ready after $(( SECONDS - started_at )) s" >&2
 
