@@ -248,13 +248,12 @@ def cmd_tasks(args: argparse.Namespace, client: Client, output: Output) -> int:
     body = client.scheduled(args.limit)
     nightly = body.get("nightly") or {}
     lines = [f"waiting tasks: {body.get('count', 0)}", *task_table(body["tasks"])]
-    if nightly.get("enabled") is False:
-        lines.append(f"nightly retraining: {nightly.get('schedule')}, switched off")
-    else:
-        lines.append(
-            f"nightly retraining: {nightly.get('schedule')}, next run "
-            f"{nightly.get('next_run') or 'not computed (rate schedule)'}"
-        )
+    when = (
+        "switched off"
+        if nightly.get("enabled") is False
+        else f"next run {nightly.get('next_run') or 'not computed (rate schedule)'}"
+    )
+    lines.append(f"nightly retraining: {nightly.get('schedule')}, {when}")
     if body.get("queue"):
         queue = body["queue"]
         lines.append(
