@@ -17,6 +17,7 @@ and have moved on: it creates the missing ones and re-queues those still PENDING
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -148,8 +149,21 @@ def _fan_out(
         for sku in skus
     ]
 
+    failed = threading.Event()
+
     def write_and_queue(chunk: list[Job]) -> tuple[int, int]:
-        """Write a chunk of children, then queue them (a child is never queued unwritten)."""
+        """Write a chunk of children, then queue them (a child is never queued unwritten).
+        After a chunk failed, the chunks not yet begun are skipped: the run fails anyway, and
+        its retry re-queues every PENDING child, so their messages would be sent twice."""
+        if failed.is_set():
+            return 0, 0
+        try:
+            return write_and_queue_once(chunk)
+        except BaseException:
+            failed.set()
+            raise
+
+    def write_and_queue_once(chunk: list[Job]) -> tuple[int, int]:
         if not conditional:
             store.put_new_children(chunk)
             return len(chunk), queue.send_batch(child.message() for child in chunk)
