@@ -69,6 +69,8 @@ RESIDUAL_REFITS = {
     "residual_outliers_clipped_2.5": (2.5, "clip"),
 }
 ALONE |= {name: {} for name in RESIDUAL_REFITS}
+# each weekday's mean residual over the last weeks of training, added with this weight
+WEEKDAY_WEEKS, WEEKDAY_WEIGHT = (4, 8, 13), 0.25
 RESULTS = ROOT / "bench" / "results" / "forecast_variants.json"
 
 _DATA: dict[str, Any] = {}
@@ -117,7 +119,7 @@ def _fit_window(task: tuple[str, dict[str, Any], str, pd.Timestamp]) -> tuple[tu
         "p50": p50,
         "scale": metrics.seasonal_naive_scale(history),
         "correction_factor": trained.correction_factor,
-        **_post_processed(trained, test),
+        **_post_processed(trained, test, observed[observed["ds"] <= cutoff]),
     }
 
 
@@ -143,9 +145,12 @@ def _refit_without_residual_outliers(
     return fit(frame, _DATA["events"], trained.options, sku)
 
 
-def _post_processed(trained: Any, test: pd.DataFrame) -> dict[str, np.ndarray]:
-    """p50 with the trend's slope over the horizon removed (flat) or halved (damped), and the
-    median of the posterior predictive samples, from the same fit (numpy kernel)."""
+def _post_processed(
+    trained: Any, test: pd.DataFrame, history: pd.DataFrame
+) -> dict[str, np.ndarray]:
+    """p50 with the trend's slope over the horizon removed (flat) or halved (damped), the
+    median of the posterior predictive samples, and p50 with each weekday's recent residual
+    added, from the same fit (numpy kernel)."""
     from siprems.forecasting.predict import serving_model_of
     from siprems.forecasting.scale import to_original_scale
 
@@ -161,10 +166,37 @@ def _post_processed(trained: Any, test: pd.DataFrame) -> dict[str, np.ndarray]:
     rise = trend[1:] - trend[0]
     draws = kernel.samples(days, promo, n=1000, seed=0)
     return {
+        f"p50_weekday_recent_{weeks}w": to_original_scale(
+            point + WEEKDAY_WEIGHT * _weekday_residual(kernel, history, days, weeks), options
+        )
+        * factor
+        for weeks in WEEKDAY_WEEKS
+    } | {
         "p50_flat_trend": to_original_scale(point - rise, options) * factor,
         "p50_half_trend": to_original_scale(point - rise / 2, options) * factor,
         "p50_sample_median": np.median(to_original_scale(draws, options), axis=1) * factor,
     }
+
+
+def _weekday_residual(
+    kernel: Any, history: pd.DataFrame, days: np.ndarray, weeks: int
+) -> np.ndarray:
+    """For each forecast day: the mean residual (model scale, clipped like the recent level's)
+    of its weekday over the last ``weeks`` weeks of training, less the last 7 days' mean (the
+    level, which the forecast already carries)."""
+    seen = history["ds"].to_numpy().astype("datetime64[D]")
+    residual = np.clip(
+        np.log1p(history["y"].to_numpy()) - kernel.point(seen, history["promo"].to_numpy(float)),
+        -0.5,
+        0.5,
+    )
+    number = seen.astype(np.int64)
+    recent = number > number[-1] - 7 * weeks
+    level = residual[number > number[-1] - 7].mean()
+    by_weekday = {
+        weekday: residual[recent & (number % 7 == weekday)].mean() - level for weekday in range(7)
+    }
+    return np.asarray([by_weekday[d % 7] for d in days.astype(np.int64)])
 
 
 def _mase(window: dict[str, Any], forecast: np.ndarray | None = None) -> float:
@@ -211,6 +243,10 @@ def score(grid: dict, observed: dict[str, pd.DataFrame], inner: list[int]) -> di
     ways["default, trend flat over the horizon"] = post_processed("p50_flat_trend")
     ways["default, trend slope halved over the horizon"] = post_processed("p50_half_trend")
     ways["default, median of the posterior samples"] = post_processed("p50_sample_median")
+    for weeks in WEEKDAY_WEEKS:
+        ways[f"default + {WEEKDAY_WEIGHT} × each weekday's residual of the last {weeks} weeks"] = (
+            post_processed(f"p50_weekday_recent_{weeks}w")
+        )
 
     def holdout_bias(weight, n):
         # the level error of the forecasts of the n 28-day windows before the cutoff (the
