@@ -61,6 +61,11 @@ ALONE = {
     "history_731_days": {"max_history_days": 731},
     "history_1095_days": {"max_history_days": 1095},
     "without_recent_level": {"recent_level_days": None},
+    # the neighbours of today's values, re-scored with every later change in place
+    **{f"yearly_order_{n}": {"yearly_seasonality": n} for n in (3, 4, 5, 7, 8)},
+    **{f"changepoint_range_{r}": {"changepoint_range": r} for r in (0.9, 0.98, 1.0)},
+    **{f"recent_level_{n}_days": {"recent_level_days": n} for n in (5, 10)},
+    **{f"outliers_beyond_{x}_sigma": {"outlier_sigma": x} for x in (3.0, 4.0)},
 }
 # a robust-loss proxy: fit, then refit with the days whose residual (log scale) lies beyond
 # this many σ of the residuals dropped ("drop") or pulled to that bound ("clip")
