@@ -325,6 +325,28 @@ def test_a_job_cancelled_while_it_runs_keeps_revoked(app):
     assert body["status"] == "REVOKED" and "result" not in body
 
 
+def test_a_training_cancelled_while_it_runs_leaves_the_served_model_as_it_was(app):
+    """Cancelled after its start: the fit runs on, but its model is not committed (the
+    metadata, which names the served versions, is not replaced)."""
+    from siprems.jobs.runner import run_job
+
+    submit(app)
+    app.drain()
+    served = app.services.models.load_metadata("BRD-001")
+    task_id = submit(app)
+
+    def cancelled_then_run(job, services, work_dir):
+        cancel = api_event("status/cancel.json", path_parameters={"task_id": job.task_id})
+        assert invoke("status", cancel)["statusCode"] == 200
+        return run_job(job, services, work_dir)
+
+    [message] = app.receive()
+    assert app.process(message, cancelled_then_run) == "lost"
+    assert job(app, task_id).status.value == "REVOKED"
+    assert app.services.models.load_metadata("BRD-001") == served
+    assert len(model_versions(app)) == 2  # the cancelled fit's artefact, named by nothing
+
+
 @pytest.mark.parametrize("cancelled_by", ["api", "store"])
 def test_the_last_child_cancelled_while_it_runs_finishes_its_parent(app, cancelled_by):
     """A train_all child, its parent's last one pending, cancelled while its fit runs: the

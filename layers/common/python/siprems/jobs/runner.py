@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from siprems.errors import (
+    ConflictError,
     InsufficientDataError,
     PermanentError,
     SipremsError,
@@ -193,8 +194,21 @@ def run_job(job: Job, services: Services, work_dir: Path) -> dict[str, Any]:
                 store=services.models,
                 horizon_days=backtest_days,
                 work_dir=work_dir,
+                before_commit=lambda: _refuse_if_cancelled(services, job),
             )
     raise PermanentError(f"the worker does not run {job.type.value} jobs")
+
+
+def _refuse_if_cancelled(services: Services, job: Job) -> None:
+    """A training cancelled while it ran must not replace the model that is served (the job's
+    status write is refused anyway; the model's commit would not be). A cancel after this
+    read still lets the model through: the window is the metadata's one PUT."""
+    now = services.store.get(job.task_id)
+    if now is not None and now.status is JobStatus.REVOKED:
+        raise ConflictError(
+            f"the training of {job.product_sku} was cancelled before its model was stored: "
+            "the model served is unchanged"
+        )
 
 
 class JobRunner:
