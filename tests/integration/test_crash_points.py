@@ -787,8 +787,8 @@ PATHS: dict[str, Path] = {
         "train_all",
         (
             "start_parent.update_item",
+            "finalize_parent.update_item",  # before the fan-out is marked done
             "mark_fanned_out.update_item",
-            "finalize_parent.update_item",
         ),
         ALL_OK,
     ),
@@ -931,10 +931,6 @@ PARENT_NOT_FINALISED = (
     "worker dies before finalize_parent; its message goes to the DLQ on the next receive, so "
     "no delivery finalises the parent: STARTED with nothing pending until the DLQ is redriven"
 )
-EMPTY_FAN_OUT = (
-    "no products: the run dies after mark_fanned_out, before finalize_parent; its retry finds "
-    "the fan-out done and returns: the parent stays STARTED with a total of 0"
-)
 REDRIVEN_CHILD_OF_A_CANCELLED_PARENT = (
     "a child redriven after its parent finished is parent_counted, and the worker checks for "
     "a cancelled parent only when counts_on_parent: the cancelled run's child is trained"
@@ -951,8 +947,6 @@ KNOWN: dict[tuple[str, int | str, bool], str] = {
     ("dead-lettering a train_all child whose worker stopped", 1, False): PARENT_NOT_FINALISED,
     ("dead-lettering a train_all child whose worker stopped", 1, True): PARENT_NOT_FINALISED,
     ("redriven child, parent running", 1, True): PARENT_NOT_FINALISED,
-    ("train_all fan-out, no products", 2, False): EMPTY_FAN_OUT,
-    ("train_all fan-out, no products", 2, True): EMPTY_FAN_OUT,
     ("child of a cancelled parent", 1, True): REDRIVEN_CHILD_OF_A_CANCELLED_PARENT,
     ("submit a training", 1, False): ORPHAN_SUBMIT,
     ("submit a training", 1, True): ORPHAN_SUBMIT,

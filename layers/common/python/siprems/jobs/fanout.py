@@ -186,13 +186,15 @@ def _fan_out(
     except Exception:
         store.release_fan_out_lease(parent_id, lease=lease)
         raise
+    if not skus:
+        # No child will finish it: finished here, before the fan-out is marked done (a run
+        # that stops between the two leaves it to the retry, which finds the fan-out undone).
+        store.finalize_parent(parent_id)
     store.mark_fanned_out(parent_id, lease=lease)
     created = sum(c for c, _ in results)
     queued = sum(q for _, q in results)
     if created:
         metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=created)
-    if not skus:
-        store.finalize_parent(parent_id)
     logger.info(
         "train_all fanned out",
         extra={
