@@ -931,10 +931,6 @@ PARENT_NOT_FINALISED = (
     "worker dies before finalize_parent; its message goes to the DLQ on the next receive, so "
     "no delivery finalises the parent: STARTED with nothing pending until the DLQ is redriven"
 )
-REDRIVEN_CHILD_OF_A_CANCELLED_PARENT = (
-    "a child redriven after its parent finished is parent_counted, and the worker checks for "
-    "a cancelled parent only when counts_on_parent: the cancelled run's child is trained"
-)
 ORPHAN_SUBMIT = (
     "the submit route dies after recording the job (PENDING), before queuing it (or invoking "
     "train_all): the client got a 5xx, and nothing will ever run or fail the job"
@@ -947,7 +943,6 @@ KNOWN: dict[tuple[str, int | str, bool], str] = {
     ("dead-lettering a train_all child whose worker stopped", 1, False): PARENT_NOT_FINALISED,
     ("dead-lettering a train_all child whose worker stopped", 1, True): PARENT_NOT_FINALISED,
     ("redriven child, parent running", 1, True): PARENT_NOT_FINALISED,
-    ("child of a cancelled parent", 1, True): REDRIVEN_CHILD_OF_A_CANCELLED_PARENT,
     ("submit a training", 1, False): ORPHAN_SUBMIT,
     ("submit a training", 1, True): ORPHAN_SUBMIT,
     ("submit a training of all products", 1, False): ORPHAN_SUBMIT,

@@ -515,6 +515,31 @@ def test_a_child_redriven_while_its_parent_runs_takes_its_failure_back(app):
     assert len(model_versions(app)) == 1 and len(model_versions(app, "RLL-001")) == 1
 
 
+def test_a_child_redriven_after_its_parent_was_cancelled_is_revoked_not_trained(app):
+    """A child dead-lettered while its parent ran, then the parent cancelled (an admin), then
+    the DLQ redriven (it moves every message): the parent has finished, so the redriven child
+    is its own (parent_counted), and the cancel still reaches it: revoked without work."""
+    store = app.services.store
+    parent, [redriven_child, other] = started_parent(store, ["BRD-001", "RLL-001"])
+    dead_letter_worker_stopped(app, redriven_child)
+    cancel = api_event(
+        "status/cancel.json", path_parameters={"task_id": parent.task_id}, caller=ADMIN_CALLER
+    )
+    assert invoke("status", cancel)["statusCode"] == 200
+    cancelled = job(app, parent.task_id)
+    assert cancelled.status.value == "REVOKED"
+    assert job(app, other.task_id).status.value == "REVOKED"
+
+    redrive(app)
+    runs = []
+    [message] = app.receive()
+    assert app.process(message, lambda *args: runs.append(args) or {}) == "skipped"
+    assert runs == []
+    done = job(app, redriven_child.task_id)
+    assert done.status.value == "REVOKED" and done.parent_counted
+    assert job(app, parent.task_id) == cancelled  # its counters as the cancel left them
+
+
 def test_a_batch_runs_its_records_at_once_reports_only_the_bad_one_and_logs_each_job(app):
     """The records of a batch run in threads at the same time: each job succeeds on its own,
     the unparseable record alone is reported, and every log line names its own job."""

@@ -291,9 +291,10 @@ class JobRunner:
 
         job = claim.job
         assert job is not None
-        if job.counts_on_parent and self._parent_cancelled(job):
+        if job.parent_id and self._parent_cancelled(job):
             # The cancel's pass over the children misses those written after it (a fan-out
-            # still running) or not yet in the by_parent index: they stop here.
+            # still running) or not yet in the by_parent index: they stop here. So does a
+            # child redriven from the DLQ after the cancel (parent_counted: revoked alone).
             if store.revoke(job).applied:
                 logger.info("train_all parent cancelled: child revoked without work")
                 self._after_child(job)
