@@ -219,6 +219,7 @@ def test_fan_out_writes_and_queues_each_child_once_and_a_rerun_adds_nothing(app)
 def test_a_fan_out_that_failed_part_way_is_finished_by_the_retry(app):
     """The failing run lets its lease go; the retry creates what is missing with conditional
     puts and re-queues only the children still PENDING (some may have run meanwhile)."""
+    import threading
     from datetime import timedelta
 
     import pytest
@@ -230,19 +231,29 @@ def test_a_fan_out_that_failed_part_way_is_finished_by_the_retry(app):
     send_batch = services.queue.send_batch
     failing = child_task_id(parent_id, "DRV-00060")  # in the second chunk
 
+    put_new_children = services.store.put_new_children
+    begun = threading.Semaphore(0)
+
+    def put_counted(chunk):
+        put_new_children(chunk)
+        begun.release()
+
     def send_failing_once(messages):
         messages = list(messages)
         if any(m["task_id"] == failing for m in messages):
+            for _ in range(3):  # every chunk has begun: none is skipped after the failure
+                assert begun.acquire(timeout=10)
             raise QueueUnavailableError("SQS is down")
         return send_batch(messages)
 
+    services.store.put_new_children = put_counted
     services.queue.send_batch = send_failing_once
     with pytest.raises(QueueUnavailableError):
         train_all(services, parent_id)
     services.queue.send_batch = send_batch
+    services.store.put_new_children = put_new_children
     sent = set(queued_ids(app))
-    # The first chunk; the last one too unless it began after the failure (then skipped).
-    assert failing not in sent and len(sent) in (50, 70)
+    assert failing not in sent and len(sent) == 70  # the first and last chunks
 
     # Meanwhile one child runs and one finishes.
     running, finished = sorted(sent)[:2]
