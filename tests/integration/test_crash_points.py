@@ -326,27 +326,13 @@ class World:
 
 @pytest.fixture
 def world(app, monkeypatch) -> World:
-    from siprems.jobs import services as services_module
-
     clock, injector = Clock(), Injector()
     clock.install(monkeypatch)
     injector.install(monkeypatch)
     state = World(app, clock, injector)
     # Lambda's asynchronous invoke of train_all (from the API or a redriven trigger): its own
     # invocation, retried and dead-lettered as Lambda does, never the caller's failure.
-    fixture_build = services_module.build_services
-
-    class AsyncInvoker(services_module.AsyncInvoker):
-        def invoke(self, payload: dict[str, Any]) -> None:
-            state.invoke_train_all(payload)
-
-    def build_services(settings=None):
-        services = fixture_build(settings)
-        if services.invoker is not None:
-            services.invoker = AsyncInvoker(None, services.invoker.function_name)
-        return services
-
-    monkeypatch.setattr(services_module, "build_services", build_services)
+    app.run_train_all = state.invoke_train_all
     state.fresh_container()
     return state
 
