@@ -449,6 +449,36 @@ def test_a_dead_lettered_job_runs_again_when_its_message_is_redriven(app):
     assert app.receive(visibility=0) == []
 
 
+def test_a_redriven_job_whose_attempts_crashes_used_up_gets_its_retries_again(app):
+    """Its worker stopped on every attempt; redriven after the cause was fixed, a transient
+    error is retried as a new job's would be, not final at once."""
+    from siprems.errors import DatabaseUnavailableError
+    from siprems.jobs.runner import KeepMessage
+
+    task_id = submit(app)
+    for hours in (3, 2, 1):  # three starts, each worker stopped
+        claim = app.services.store.mark_started(
+            task_id, stale_after=timedelta(0), now=utc_now() - timedelta(hours=hours)
+        )
+        assert claim.applied
+    invoke("worker", app.sqs_event([last_delivery(app)]))
+    failed = job(app, task_id)
+    assert failed.status.value == "FAILURE" and failed.attempts == 3 and failed.dead_lettered
+    assert app.receive(visibility=0) == []  # moved to the DLQ
+
+    redrive(app)
+    [message] = app.receive()
+
+    def database_down(job, services, work_dir):
+        raise DatabaseUnavailableError("the sales database is down")
+
+    with pytest.raises(KeepMessage):
+        app.process(message, database_down)
+    retried = job(app, task_id)
+    assert retried.status.value == "RETRY" and retried.attempts == 4
+    assert retried.attempts_before_redrive == 3 and retried.error.type == "database_unavailable"
+
+
 def dead_letter_worker_stopped(app, child: Job) -> Job:
     """``child`` queued, its worker stopped on every delivery: FAILURE, message in the DLQ."""
     app.services.queue.send(child.message())

@@ -167,6 +167,9 @@ class Job(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     attempts: int = 0
+    # The attempts used before the job's last redrive from the DLQ: its retries count from
+    # there (``attempts`` itself only grows: a worker's writes are conditional on it).
+    attempts_before_redrive: int = 0
     error: JobError | None = None
     parent_id: str | None = None
     result_key: str | None = None  # the result in S3, when too large for the item

@@ -374,7 +374,7 @@ class JobRunner:
         return "failed"
 
     def _retry_or_fail(self, job: Job, message: Message, exc: SipremsError) -> str:
-        if job.attempts >= self.settings.max_attempts:
+        if job.attempts - job.attempts_before_redrive >= self.settings.max_attempts:
             return self._fail(job, exc)
         retry = self.services.store.mark_retry(
             job.task_id, attempt=job.attempts, error=JobError.of(exc)

@@ -230,7 +230,9 @@ class JobStore:
     def mark_redriven(self, job: Job, *, delivery: str) -> Transition:
         """A dead-lettered FAILURE -> STARTED, attempts + 1, error and marker cleared: its
         message came back from the DLQ. Only from a delivery other than the one that
-        dead-lettered it (a repeat of that one changes nothing).
+        dead-lettered it (a repeat of that one changes nothing). The attempts it had used are
+        kept as ``attempts_before_redrive``: redriven after its cause was fixed, it gets its
+        retries again (crashes had used them up).
 
         A train_all child's failure is already counted on its parent. While the parent runs,
         the child takes that failure back in the same transaction (children_failed - 1,
@@ -243,11 +245,14 @@ class JobStore:
             ":now": iso(utc_now()),
             ":delivery": delivery,
             ":one": 1,
+            ":before": job.attempts,  # a FAILURE's attempts do not change
         }
         condition = (
             "#s = :failure AND attribute_exists(dead_lettered) AND dead_lettered <> :delivery"
         )
-        sets = "#s = :started, started_at = :now, updated_at = :now"
+        sets = (
+            "#s = :started, started_at = :now, updated_at = :now, attempts_before_redrive = :before"
+        )
         remove = " REMOVE #e, dead_lettered, finished_at ADD attempts :one"
         if job.counts_on_parent:
             assert job.parent_id is not None
