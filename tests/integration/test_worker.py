@@ -326,8 +326,8 @@ def test_a_job_cancelled_while_it_runs_keeps_revoked(app):
 
 
 def test_a_training_cancelled_while_it_runs_leaves_the_served_model_as_it_was(app):
-    """Cancelled after its start: the fit runs on, but its model is not committed (the
-    metadata, which names the served versions, is not replaced)."""
+    """Cancelled after its start: the fit runs on, but its model is not stored (the model and
+    the metadata that names the served versions stay as they were)."""
     from siprems.jobs.runner import run_job
 
     submit(app)
@@ -344,7 +344,7 @@ def test_a_training_cancelled_while_it_runs_leaves_the_served_model_as_it_was(ap
     assert app.process(message, cancelled_then_run) == "lost"
     assert job(app, task_id).status.value == "REVOKED"
     assert app.services.models.load_metadata("BRD-001") == served
-    assert len(model_versions(app)) == 2  # the cancelled fit's artefact, named by nothing
+    assert len(model_versions(app)) == 1  # nothing written
 
 
 @pytest.mark.parametrize("cancelled_by", ["api", "store"])
@@ -382,11 +382,11 @@ def test_the_last_child_cancelled_while_it_runs_finishes_its_parent(app, cancell
 
 
 # -- a job whose worker stops on every delivery (Lambda timeout, crash) ------------------------
-def worker_stopped(app, task_id: str) -> None:
+def worker_stopped(app, task_id: str, hours_ago: int = 1) -> None:
     """The job's worker stopped without an outcome: STARTED, its start older than the worker
     timeout."""
     claim = app.services.store.mark_started(
-        task_id, stale_after=timedelta(0), now=utc_now() - timedelta(hours=1)
+        task_id, stale_after=timedelta(0), now=utc_now() - timedelta(hours=hours_ago)
     )
     assert claim.applied
 
@@ -449,18 +449,16 @@ def test_a_dead_lettered_job_runs_again_when_its_message_is_redriven(app):
     assert app.receive(visibility=0) == []
 
 
-def test_a_redriven_job_whose_attempts_crashes_used_up_gets_its_retries_again(app):
+def test_a_redriven_job_whose_attempts_crashes_used_up_gets_its_retries_again(app, monkeypatch):
     """Its worker stopped on every attempt; redriven after the cause was fixed, a transient
-    error is retried as a new job's would be, not final at once."""
+    error is retried as a new job's would be (as often, with the same backoff), not final at
+    once."""
     from siprems.errors import DatabaseUnavailableError
     from siprems.jobs.runner import KeepMessage
 
     task_id = submit(app)
-    for hours in (3, 2, 1):  # three starts, each worker stopped
-        claim = app.services.store.mark_started(
-            task_id, stale_after=timedelta(0), now=utc_now() - timedelta(hours=hours)
-        )
-        assert claim.applied
+    for hours_ago in (3, 2, 1):  # three starts, each worker stopped
+        worker_stopped(app, task_id, hours_ago)
     invoke("worker", app.sqs_event([last_delivery(app)]))
     failed = job(app, task_id)
     assert failed.status.value == "FAILURE" and failed.attempts == 3 and failed.dead_lettered
@@ -472,11 +470,25 @@ def test_a_redriven_job_whose_attempts_crashes_used_up_gets_its_retries_again(ap
     def database_down(job, services, work_dir):
         raise DatabaseUnavailableError("the sales database is down")
 
-    with pytest.raises(KeepMessage):
-        app.process(message, database_down)
-    retried = job(app, task_id)
-    assert retried.status.value == "RETRY" and retried.attempts == 4
-    assert retried.attempts_before_redrive == 3 and retried.error.type == "database_unavailable"
+    visibility = []
+    queue = app.services.queue
+    real_change_visibility = queue.change_visibility
+
+    def change_visibility(handle, seconds):
+        visibility.append(seconds)
+        return real_change_visibility(handle, seconds)
+
+    monkeypatch.setattr(queue, "change_visibility", change_visibility)
+    for attempt in (4, 5):
+        with pytest.raises(KeepMessage):
+            app.process(message, database_down)
+        retried = job(app, task_id)
+        assert retried.status.value == "RETRY" and retried.attempts == attempt
+        assert retried.attempts_before_redrive == 3
+    assert visibility == [10, 20]  # a new job's backoff (RetryBaseSeconds 10)
+    assert app.process(message, database_down) == "failed"  # its third attempt since
+    failed = job(app, task_id)
+    assert failed.status.value == "FAILURE" and failed.error.type == "database_unavailable"
 
 
 def dead_letter_worker_stopped(app, child: Job) -> Job:

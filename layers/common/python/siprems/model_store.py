@@ -29,7 +29,6 @@ import gzip
 import hashlib
 import json
 import re
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -94,13 +93,10 @@ class ModelStore:
         model_json: str,
         metadata: dict[str, Any],
         serving: dict[str, Any] | None = None,
-        before_commit: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """Store the artefact (and the serving document), then the metadata (the commit
         point). Returns the metadata as stored, with ``model_key``, ``model_version_id`` and
-        ``model_sha256`` (and ``serving_key``, ``serving_version_id``, ``serving_sha256``).
-        ``before_commit`` runs right before the commit: an error it raises leaves the model
-        that is served as it was (the new artefacts stay versions nothing names)."""
+        ``model_sha256`` (and ``serving_key``, ``serving_version_id``, ``serving_sha256``)."""
         stored = {**metadata, "sku": sku}
         for name, key, body in (
             ("model", self.model_key(sku), model_json.encode()),
@@ -129,8 +125,6 @@ class ModelStore:
                     f"{name}_sha256": digest,
                 }
             )
-        if before_commit is not None:
-            before_commit()
         self._put_json(self.metadata_key(sku), stored)
         return stored
 

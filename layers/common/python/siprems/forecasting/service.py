@@ -55,17 +55,17 @@ def train_product(
     options: ForecastOptions | None = None,
     horizon_days: int = 28,
     work_dir: Path | None = None,
-    before_commit: Callable[[], None] | None = None,
+    before_store: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Hold-out backtest on the last ``horizon_days`` days, refit on all data, store
-    (``before_commit``: see ``ModelStore.save_model``).
+    (``before_store`` runs between the fits and the store: an error it raises stores nothing).
 
     Returns a JSON-able summary: product_sku, model {key, version, trained_at, config_hash},
     metrics (hold-out) next to the seasonal-naive baseline, accuracy (hold-out), window.
     Safe to run twice: the second run stores a new model version with the same content.
     """
     _check_days(horizon_days, "horizon_days", MAX_HORIZON_DAYS)
-    _, metadata = _train(sku, sales, store, options, horizon_days, work_dir, before_commit)
+    _, metadata = _train(sku, sales, store, options, horizon_days, work_dir, before_store)
     return _summary(sku, metadata)
 
 
@@ -175,7 +175,7 @@ def _train(
     options: ForecastOptions | None,
     horizon_days: int,
     work_dir: Path | None,
-    before_commit: Callable[[], None] | None = None,
+    before_store: Callable[[], None] | None = None,
 ) -> tuple[TrainedModel, dict[str, Any]]:
     from siprems.config import load_settings
     from siprems.forecasting.artefact import import_prophet, serving_document, to_artefact
@@ -216,9 +216,9 @@ def _train(
             },
         }
     )
-    stored = store.save_model(
-        sku, model_json, metadata, serving=serving_document(trained), before_commit=before_commit
-    )
+    if before_store is not None:
+        before_store()
+    stored = store.save_model(sku, model_json, metadata, serving=serving_document(trained))
     return trained, stored
 
 

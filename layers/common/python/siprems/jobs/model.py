@@ -169,7 +169,7 @@ class Job(BaseModel):
     attempts: int = 0
     # The attempts used before the job's last redrive from the DLQ: its retries count from
     # there (``attempts`` itself only grows: a worker's writes are conditional on it).
-    attempts_before_redrive: int = 0
+    attempts_before_redrive: int | None = None
     error: JobError | None = None
     parent_id: str | None = None
     result_key: str | None = None  # the result in S3, when too large for the item
@@ -185,6 +185,11 @@ class Job(BaseModel):
     # Set on a train_all child redriven from the DLQ after its parent finished: its failure
     # stays counted there, so what it does from then on is recorded on the child alone.
     parent_counted: bool | None = None
+
+    @property
+    def attempts_since_redrive(self) -> int:
+        """The attempts that count towards the job's retries (all, if never redriven)."""
+        return self.attempts - (self.attempts_before_redrive or 0)
 
     @property
     def counts_on_parent(self) -> bool:

@@ -194,17 +194,22 @@ def run_job(job: Job, services: Services, work_dir: Path) -> dict[str, Any]:
                 store=services.models,
                 horizon_days=backtest_days,
                 work_dir=work_dir,
-                before_commit=lambda: _refuse_if_cancelled(services, job),
+                before_store=lambda: _refuse_if_cancelled(services, job),
             )
     raise PermanentError(f"the worker does not run {job.type.value} jobs")
 
 
+def _revoked(services: Services, task_id: str) -> bool:
+    job = services.store.get(task_id)
+    return job is not None and job.status is JobStatus.REVOKED
+
+
 def _refuse_if_cancelled(services: Services, job: Job) -> None:
     """A training cancelled while it ran must not replace the model that is served (the job's
-    status write is refused anyway; the model's commit would not be). A cancel after this
-    read still lets the model through: the window is the metadata's one PUT."""
-    now = services.store.get(job.task_id)
-    if now is not None and now.status is JobStatus.REVOKED:
+    status write is refused anyway; storing the model would not be). A cancel after this
+    read still lets the model through: the window is the model's three PUTs."""
+    if _revoked(services, job.task_id):
+        logger.info("training cancelled while it ran: its model is not stored")
         raise ConflictError(
             f"the training of {job.product_sku} was cancelled before its model was stored: "
             "the model served is unchanged"
@@ -374,7 +379,7 @@ class JobRunner:
         return "failed"
 
     def _retry_or_fail(self, job: Job, message: Message, exc: SipremsError) -> str:
-        if job.attempts - job.attempts_before_redrive >= self.settings.max_attempts:
+        if job.attempts_since_redrive >= self.settings.max_attempts:
             return self._fail(job, exc)
         retry = self.services.store.mark_retry(
             job.task_id, attempt=job.attempts, error=JobError.of(exc)
@@ -382,7 +387,7 @@ class JobRunner:
         if not retry.applied:
             return self._lost(job, retry, "retry not recorded")
         delay = backoff_seconds(
-            job.attempts,
+            job.attempts_since_redrive,
             base=self.settings.retry_base_seconds,
             maximum=self.settings.retry_max_seconds,
         )
@@ -486,8 +491,7 @@ class JobRunner:
 
     def _parent_cancelled(self, job: Job) -> bool:
         assert job.parent_id is not None
-        parent = self.services.store.get(job.parent_id)
-        return parent is not None and parent.status is JobStatus.REVOKED
+        return _revoked(self.services, job.parent_id)
 
     def _after_child(self, job: Job) -> None:
         if job.counts_on_parent:
