@@ -188,7 +188,8 @@ def _fan_out(
         raise
     if not skus:
         # No child will finish it: finished here, before the fan-out is marked done (a run
-        # that stops between the two leaves it to the retry, which finds the fan-out undone).
+        # that stops before this leaves the fan-out undone, and the retry takes it over; one
+        # that stops after it leaves the parent finished, and the retry returns at once).
         store.finalize_parent(parent_id)
     store.mark_fanned_out(parent_id, lease=lease)
     created = sum(c for c, _ in results)
