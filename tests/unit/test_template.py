@@ -707,6 +707,7 @@ NOT_IN_STATUS_INDEX = {
     "requested_by",
     "dead_lettered",
     "parent_counted",
+    "attempts_before_redrive",
 }
 # What JobStore writes on a train_all parent besides a Job's own fields.
 PARENT_ATTRIBUTES = {
