@@ -310,18 +310,8 @@ class World:
         return response["statusCode"]
 
     def redrive(self) -> int:
-        """The operator fixed the cause and redrives the DLQ (moto has no move task)."""
-        sqs, moved = self.app.sqs, 0
-        while messages := sqs.receive_message(
-            QueueUrl=self.app.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=0
-        ).get("Messages", []):
-            for message in messages:
-                sqs.send_message(QueueUrl=self.app.queue_url, MessageBody=message["Body"])
-                sqs.delete_message(
-                    QueueUrl=self.app.dlq_url, ReceiptHandle=message["ReceiptHandle"]
-                )
-                moved += 1
-        return moved
+        """The operator fixed the cause and redrives the DLQ."""
+        return self.app.redrive_dead_letters()
 
 
 @pytest.fixture

@@ -29,19 +29,6 @@ def dead_letter_as_lambda_does(app, payload, error="Task timed out after 120.00 
     )
 
 
-def move_dead_letters_to_the_jobs_queue(app):
-    """What the redrive's move task does (moto has no StartMessageMoveTask)."""
-    moved = 0
-    while messages := app.sqs.receive_message(QueueUrl=app.dlq_url, MaxNumberOfMessages=10).get(
-        "Messages", []
-    ):
-        for message in messages:
-            app.sqs.send_message(QueueUrl=app.queue_url, MessageBody=message["Body"])
-            app.sqs.delete_message(QueueUrl=app.dlq_url, ReceiptHandle=message["ReceiptHandle"])
-            moved += 1
-    return moved
-
-
 def pending_api_parent(app) -> str:
     """A training-all parent the API recorded PENDING whose train_all never ran."""
     parent = Job.new(JobType.TRAIN_ALL, requested_by="admin")
@@ -91,7 +78,7 @@ def test_a_redriven_trigger_invokes_train_all_once_with_its_payload_and_is_safe_
         payload = load_event("train_all/schedule.json")
         parent_id = scheduled_parent_id(payload["time"])
     dead_letter_as_lambda_does(app, payload)
-    assert move_dead_letters_to_the_jobs_queue(app) == 1
+    assert app.redrive_dead_letters() == 1
 
     [message] = app.receive()
     event = app.sqs_event([message])
@@ -119,7 +106,7 @@ def test_a_stale_trigger_of_a_finished_parent_runs_nothing(app):
     )
     assert invoke("status", cancel)["statusCode"] == 200
     dead_letter_as_lambda_does(app, {"parent_id": parent_id})
-    move_dead_letters_to_the_jobs_queue(app)
+    app.redrive_dead_letters()
 
     assert app.run_worker() == {"batchItemFailures": []}
     assert app.invoked == [{"parent_id": parent_id}]

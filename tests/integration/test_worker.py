@@ -395,17 +395,6 @@ def dead_lettered_bodies(app) -> list:
     return [d.body for d in app.services.dead_letters.peek()]
 
 
-def redrive(app) -> None:
-    """What the DLQ redrive does (moto has no start_message_move_task): every dead letter sent
-    back to the jobs queue as a new message."""
-    while messages := app.sqs.receive_message(QueueUrl=app.dlq_url, MaxNumberOfMessages=10).get(
-        "Messages", []
-    ):
-        for message in messages:
-            app.sqs.send_message(QueueUrl=app.queue_url, MessageBody=message["Body"])
-            app.sqs.delete_message(QueueUrl=app.dlq_url, ReceiptHandle=message["ReceiptHandle"])
-
-
 def test_a_job_whose_worker_stopped_fails_on_the_last_delivery_and_its_message_is_dead_lettered(
     app,
 ):
@@ -439,7 +428,7 @@ def test_a_dead_lettered_job_runs_again_when_its_message_is_redriven(app):
     assert app.receive(visibility=0) == []  # moved to the DLQ
     assert job(app, task_id).status.value == "FAILURE"
 
-    redrive(app)  # the cause was fixed
+    app.redrive_dead_letters()  # the cause was fixed
     assert app.run_worker() == {"batchItemFailures": []}
     done = job(app, task_id)
     assert done.status.value == "SUCCESS" and done.attempts == 2
@@ -464,7 +453,7 @@ def test_a_redriven_job_whose_attempts_crashes_used_up_gets_its_retries_again(ap
     assert failed.status.value == "FAILURE" and failed.attempts == 3 and failed.dead_lettered
     assert app.receive(visibility=0) == []  # moved to the DLQ
 
-    redrive(app)
+    app.redrive_dead_letters()
     [message] = app.receive()
 
     def database_down(job, services, work_dir):
@@ -515,7 +504,7 @@ def test_a_redriven_train_all_child_trains_its_product_and_a_finished_parent_kee
     assert finished.status.value == "FAILURE"
     assert finished.children.failed == 1 and finished.children.pending == 0
 
-    redrive(app)  # the cause was fixed
+    app.redrive_dead_letters()  # the cause was fixed
     assert app.run_worker() == {"batchItemFailures": []}
     done = job(app, child.task_id)
     assert done.status.value == "SUCCESS" and done.attempts == failed.attempts + 1
@@ -541,7 +530,7 @@ def test_a_child_redriven_while_its_parent_runs_takes_its_failure_back(app):
     assert running.status.value == "STARTED"
     assert (running.children.failed, running.children.pending) == (1, 1)
 
-    redrive(app)
+    app.redrive_dead_letters()
     assert app.run_worker() == {"batchItemFailures": []}
     done = job(app, redriven_child.task_id)
     assert done.status.value == "SUCCESS" and not done.parent_counted
@@ -572,7 +561,7 @@ def test_a_child_redriven_after_its_parent_was_cancelled_is_revoked_not_trained(
     assert cancelled.status.value == "REVOKED"
     assert job(app, other.task_id).status.value == "REVOKED"
 
-    redrive(app)
+    app.redrive_dead_letters()
     runs = []
     [message] = app.receive()
     assert app.process(message, lambda *args: runs.append(args) or {}) == "skipped"
