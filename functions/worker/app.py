@@ -13,10 +13,13 @@ from siprems.jobs.batch import ConcurrentBatchProcessor
 from siprems.jobs.runner import JobRunner
 from siprems.jobs.services import get_services
 from siprems.observability import logger, metrics, tracer
+from siprems.process import freeze_imported_objects
 
 # A batch whose every record failed is reported record by record too (not as an error),
 # so the backoff each record set on its visibility is kept.
 processor = ConcurrentBatchProcessor(EventType.SQS, raise_on_entire_batch_failure=False)
+
+freeze_imported_objects()  # again after Prophet's import, on a first training
 
 
 @logger.inject_lambda_context

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from siprems.forecasting.kernel import ForecastKernel
 from siprems.forecasting.options import ForecastOptions
 from siprems.forecasting.predict import ServingModel, serving_model_of
+from siprems.process import freeze_imported_objects
 
 if TYPE_CHECKING:
     from siprems.forecasting.train import TrainedModel
@@ -78,17 +79,17 @@ def _import_prophet_without_matplotlib() -> None:
         return
     if "matplotlib" in sys.modules:  # already paid for by someone else
         import prophet  # noqa: F401
-
-        return
-    plot_logger = logging.getLogger("prophet.plot")
-    level = plot_logger.level
-    plot_logger.setLevel(logging.CRITICAL)  # "Importing matplotlib failed" is expected here
-    sys.modules["matplotlib"] = None  # type: ignore[assignment] - makes `import` raise
-    try:
-        import prophet  # noqa: F401
-    finally:
-        del sys.modules["matplotlib"]
-        plot_logger.setLevel(level)
+    else:
+        plot_logger = logging.getLogger("prophet.plot")
+        level = plot_logger.level
+        plot_logger.setLevel(logging.CRITICAL)  # "Importing matplotlib failed" is expected
+        sys.modules["matplotlib"] = None  # type: ignore[assignment] - makes `import` raise
+        try:
+            import prophet  # noqa: F401
+        finally:
+            del sys.modules["matplotlib"]
+            plot_logger.setLevel(level)
+    freeze_imported_objects()
 
 
 def to_artefact(trained: TrainedModel) -> tuple[str, dict[str, Any]]:
