@@ -399,3 +399,29 @@ def test_a_child_of_a_cancelled_parent_is_revoked_without_work(app):
     assert store.get(child.task_id).status.value == "REVOKED"
     counts = store.get(parent.task_id).children
     assert (counts.revoked, counts.pending) == (1, 0)
+
+
+def test_the_children_in_one_batch_read_their_parents_cancel_once(app, monkeypatch):
+    """A night of trainings checks its parent for a cancel once per worker invocation, not
+    once per child (a request fewer per child); each child is still trained and counted."""
+    from siprems.jobs import runner
+
+    response = invoke("submit", api_event("submit/train-all.json"))
+    parent_id = response_json(response)["task_id"]
+    read = []
+    revoked = runner._revoked
+
+    def reading(services, task_id):
+        read.append(task_id)
+        return revoked(services, task_id)
+
+    monkeypatch.setattr(runner, "_revoked", reading)
+
+    messages = app.receive(max_messages=3)
+    assert len(messages) == 3
+    invoke("worker", app.sqs_event(messages))
+
+    assert read.count(parent_id) == 1
+    children = [json.loads(m["Body"])["task_id"] for m in messages]
+    assert [app.services.store.get(c).status.value for c in children] == ["SUCCESS"] * 3
+    assert app.services.store.get(parent_id).children.succeeded == 3

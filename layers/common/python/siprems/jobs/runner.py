@@ -218,9 +218,12 @@ def _refuse_if_cancelled(services: Services, job: Job) -> None:
 
 class JobRunner:
     def __init__(self, services: Services, *, run: JobFunction = run_job) -> None:
+        """One runner per invocation: what it remembers (a parent's cancel) lasts a batch."""
         self.services = services
         self.settings = services.settings
         self._run = run
+        self._parents_cancelled: dict[str, bool] = {}
+        self._parents_lock = threading.Lock()
 
     def process(
         self,
@@ -490,8 +493,15 @@ class JobRunner:
         return "lost"
 
     def _parent_cancelled(self, job: Job) -> bool:
+        """Read once per invocation: a batch's children of one train_all share the answer
+        (one GetItem instead of one per child on a night of trainings). A cancel during the
+        batch still reaches its waiting children: the cancel revokes their items, and a
+        revoked job is not claimed."""
         assert job.parent_id is not None
-        return _revoked(self.services, job.parent_id)
+        with self._parents_lock:
+            if job.parent_id not in self._parents_cancelled:
+                self._parents_cancelled[job.parent_id] = _revoked(self.services, job.parent_id)
+            return self._parents_cancelled[job.parent_id]
 
     def _after_child(self, job: Job) -> None:
         if job.counts_on_parent:
