@@ -113,7 +113,9 @@ class ModelStore:
                 "put_object",
                 Bucket=self.bucket,
                 Key=key,
-                Body=gzip.compress(body, compresslevel=6),
+                # Level 1: a third of level 6's CPU for a model (~1 ms against ~3 ms for
+                # 300 KB of JSON), 17 % larger; every first training and nightly retrain pays it.
+                Body=gzip.compress(body, compresslevel=1),
                 ContentType="application/json",
                 ContentEncoding="gzip",
                 Metadata={"sha256": digest},
