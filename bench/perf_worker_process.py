@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import resource
 import sys
 import time
@@ -56,6 +57,10 @@ def cpu_seconds() -> float:
 
 
 def main() -> int:
+    # Lambda's runtime tells the function its memory size; a training reads it to decide
+    # whether its two fits may run at once (above 1,769 MB: more than one vCPU). Without it
+    # the worker would see this machine's CPUs, which the benchmark's workers share.
+    os.environ.setdefault("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", str(LambdaContext.memory_limit_in_mb))
     events = json.loads(Path(sys.argv[1]).read_text())
     started = time.perf_counter()
     spec = importlib.util.spec_from_file_location("worker_app", ROOT / "functions/worker/app.py")
