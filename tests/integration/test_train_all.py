@@ -308,6 +308,32 @@ def test_a_failed_chunk_stops_the_fan_out_from_beginning_further_chunks(app, mon
     assert len(queued_ids(app)) == 50
 
 
+def test_a_run_without_products_that_fails_to_finish_its_parent_lets_the_retry_in(app):
+    """Without products the run finishes the parent itself; when that write fails, its
+    lease goes with the failure as after a failed chunk, and the retry finishes the parent
+    at once instead of waiting for the lease to run out."""
+    import pytest
+    from siprems.errors import JobStoreUnavailableError
+    from siprems.jobs import fanout
+
+    parent_id, _ = derived_parent(app, 0)
+    store = app.services.store
+    finalize_parent = store.finalize_parent
+
+    def down(task_id):
+        raise JobStoreUnavailableError("DynamoDB is down")
+
+    store.finalize_parent = down
+    with pytest.raises(JobStoreUnavailableError):
+        fanout.train_all(app.services, parent_id)
+    store.finalize_parent = finalize_parent
+
+    waits = []
+    fanout.train_all(app.services, parent_id, seconds_left=lambda: 5, sleep=waits.append)
+    assert waits == []
+    assert store.get(parent_id).status.value == "SUCCESS"
+
+
 def test_a_run_stopped_part_way_is_taken_over_when_its_lease_runs_out(app, monkeypatch):
     """A holder that stopped without a word (killed) keeps its lease until its own deadline
     (plus a margin) has passed; then the next run takes over and finishes the fan-out. While

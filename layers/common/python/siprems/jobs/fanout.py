@@ -183,14 +183,15 @@ def _fan_out(
     try:
         with ThreadPoolExecutor(max_workers=CLIENT_POOL_SIZE) as pool:
             results = list(pool.map(write_and_queue, chunks))
+        if not skus:
+            # No child will finish it: finished here, before the fan-out is marked done (a
+            # run that stops before this leaves the fan-out undone, and the retry takes it
+            # over; one that stops after it leaves the parent finished, and the retry
+            # returns at once).
+            store.finalize_parent(parent_id)
     except Exception:
         store.release_fan_out_lease(parent_id, lease=lease)
         raise
-    if not skus:
-        # No child will finish it: finished here, before the fan-out is marked done (a run
-        # that stops before this leaves the fan-out undone, and the retry takes it over; one
-        # that stops after it leaves the parent finished, and the retry returns at once).
-        store.finalize_parent(parent_id)
     store.mark_fanned_out(parent_id, lease=lease)
     created = sum(c for c, _ in results)
     queued = sum(q for _, q in results)
