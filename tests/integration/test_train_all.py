@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 
-from siprems.jobs.model import child_task_id, scheduled_parent_id
+from siprems.jobs.model import child_task_id, scheduled_parent_id, utc_now
 
 from tests.fixtures.app import ADMIN_CALLER, api_event, invoke, load_event, response_json
 
@@ -451,3 +452,149 @@ def test_the_children_in_one_batch_read_their_parents_cancel_once(app, monkeypat
     children = [json.loads(m["Body"])["task_id"] for m in messages]
     assert [app.services.store.get(c).status.value for c in children] == ["SUCCESS"] * 3
     assert app.services.store.get(parent_id).children.succeeded == 3
+
+
+# -- a parent finishes in its last child's write -----------------------------------------------
+def store_calls(monkeypatch, before_transaction: dict[int, object] | None = None) -> list[str]:
+    """The jobs table's requests from now on, by operation. ``before_transaction``: what
+    another writer does just before the n-th transaction from now is sent (its own requests
+    are not counted), as if DynamoDB had applied it first."""
+    from siprems.jobs.store import JobStore
+
+    real, calls, busy = JobStore._call, [], []
+    actions = dict(before_transaction or {})
+
+    def call(self, operation, **kwargs):
+        if busy:
+            return real(self, operation, **kwargs)
+        calls.append(operation)
+        n = calls.count(operation)
+        action = actions.pop(n, None) if operation == "transact_write_items" else None
+        if action is not None:
+            busy.append(True)
+            try:
+                action()
+            finally:
+                busy.pop()
+        return real(self, operation, **kwargs)
+
+    monkeypatch.setattr(JobStore, "_call", call)
+    return calls
+
+
+def test_a_childs_count_reads_nothing_and_the_last_one_finishes_its_parent(jobs_store, monkeypatch):
+    """A child that is not the last pending: one transaction, no read of the parent. The last
+    one: its first try (as one of several pending) is cancelled, DynamoDB sends the parent's
+    counters back with it, and the second transaction counts the child and finishes the
+    parent: nothing is left to a later write."""
+    from siprems.jobs.model import JobError, JobStatus
+
+    from tests.fixtures.train_all import started_parent
+
+    parent, [first, last] = started_parent(jobs_store, ["A-1", "B-1"], children_started=True)
+    calls = store_calls(monkeypatch)
+    assert jobs_store.mark_succeeded(first, result=b"r").applied
+    assert calls == ["transact_write_items"]
+    assert jobs_store.get(parent.task_id).status is JobStatus.STARTED
+
+    calls.clear()
+    assert jobs_store.mark_failed(last, error=JobError(type="x", message="y")).applied
+    assert calls == ["transact_write_items", "transact_write_items"]
+    done = jobs_store.get(parent.task_id)
+    assert done.status is JobStatus.FAILURE and done.finished_at
+    assert done.error.type == "children_failed" and "1 of 2" in done.error.message
+    counts = done.children
+    assert (counts.succeeded, counts.failed, counts.revoked, counts.pending) == (1, 1, 0, 0)
+
+
+def test_two_last_children_finishing_at_once_are_counted_once_and_finish_the_parent(
+    jobs_store, monkeypatch
+):
+    """Both children's transactions are sent while the parent still has two pending: DynamoDB
+    applies the other child's first. This one's try as one of several is then cancelled, and
+    it finishes the parent with both counts. Repeats of either outcome change nothing."""
+    from siprems.jobs.model import JobError, JobStatus
+    from siprems.jobs.store import Outcome
+
+    from tests.fixtures.train_all import started_parent
+
+    parent, [one, other] = started_parent(jobs_store, ["A-1", "B-1"], children_started=True)
+    error = JobError(type="x", message="y")
+    store_calls(
+        monkeypatch,
+        before_transaction={1: lambda: jobs_store.mark_failed(other, error=error)},
+    )
+    assert jobs_store.mark_succeeded(one, result=b"r").applied
+    assert jobs_store.get(other.task_id).status is JobStatus.FAILURE
+    done = jobs_store.get(parent.task_id)
+    assert done.status is JobStatus.FAILURE and "1 of 2" in done.error.message
+    counts = done.children
+    assert (counts.succeeded, counts.failed, counts.pending) == (1, 1, 0)
+
+    assert jobs_store.mark_succeeded(one, result=b"r").outcome is Outcome.TERMINAL
+    assert jobs_store.mark_failed(other, error=error).outcome is Outcome.TERMINAL
+    assert jobs_store.get(parent.task_id) == done
+
+
+def test_a_last_child_whose_parent_changed_after_its_counters_were_read_reads_them_again(
+    jobs_store, monkeypatch
+):
+    """Between the read of the parent's counters (the first try's cancelled condition) and
+    the transaction that would finish the parent, a sibling dead-lettered earlier is redriven:
+    its failure is taken back and it is pending again. The finishing transaction is pinned to
+    the counters read, so it is cancelled; the child is counted as one of two pending, and the
+    parent finishes with the sibling's new outcome (not FAILURE on the failure taken back)."""
+    from siprems.jobs.model import JobError, JobStatus
+
+    from tests.fixtures.train_all import started_parent
+
+    parent, [child, sibling] = started_parent(jobs_store, ["A-1", "B-1"], children_started=True)
+    stopped = jobs_store.mark_worker_stopped(
+        sibling,
+        stale_after=timedelta(0),
+        error=JobError(type="worker_stopped", message="stopped"),
+        delivery="d-1",
+        now=utc_now() + timedelta(seconds=1),
+    )
+    assert stopped.applied
+    redriven = []
+    calls = store_calls(
+        monkeypatch,
+        before_transaction={
+            2: lambda: redriven.append(jobs_store.mark_redriven(stopped.job, delivery="d-2"))
+        },
+    )
+    assert jobs_store.mark_succeeded(child, result=b"r").applied
+    assert [r.applied for r in redriven] == [True]
+    # tried as one of several, then as the last, then again as one of several: no read
+    assert calls == ["transact_write_items"] * 3
+    running = jobs_store.get(parent.task_id)
+    assert running.status is JobStatus.STARTED
+    assert (running.children.succeeded, running.children.failed) == (1, 0)
+    assert running.children.pending == 1
+
+    assert jobs_store.mark_succeeded(jobs_store.get(sibling.task_id), result=b"r").applied
+    done = jobs_store.get(parent.task_id)
+    assert done.status is JobStatus.SUCCESS and done.error is None
+    assert (done.children.succeeded, done.children.pending) == (2, 0)
+
+
+def test_a_last_child_of_a_parent_cancelled_after_its_counters_were_read_is_counted_only(
+    jobs_store, monkeypatch
+):
+    """The parent is cancelled between the read of its counters and the transaction that
+    would finish it: that transaction is cancelled (the parent is no longer running), and the
+    child is counted on the cancelled parent, which stays REVOKED."""
+    from siprems.jobs.model import JobStatus
+
+    from tests.fixtures.train_all import started_parent
+
+    parent, [child] = started_parent(jobs_store, ["A-1"], children_started=True)
+    store_calls(
+        monkeypatch,
+        before_transaction={2: lambda: jobs_store.revoke(jobs_store.get(parent.task_id))},
+    )
+    assert jobs_store.mark_succeeded(child, result=b"r").applied
+    cancelled = jobs_store.get(parent.task_id)
+    assert cancelled.status is JobStatus.REVOKED and cancelled.error is None
+    assert (cancelled.children.succeeded, cancelled.children.pending) == (1, 0)

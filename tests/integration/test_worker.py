@@ -350,13 +350,14 @@ def test_a_training_cancelled_while_it_runs_leaves_the_served_model_as_it_was(ap
 @pytest.mark.parametrize("cancelled_by", ["api", "store"])
 def test_the_last_child_cancelled_while_it_runs_finishes_its_parent(app, cancelled_by):
     """A train_all child, its parent's last one pending, cancelled while its fit runs: the
-    revoke counts it on the parent, and the parent finishes at once (the cancel route
-    finalises it), or, if the cancel stopped before that ("store": the revoke alone), when
-    the worker's refused outcome finds the child REVOKED. Never STARTED for good."""
+    revoke counts it on the parent and finishes the parent in the same write, whether through
+    the cancel route ("api") or the revoke alone ("store"). The worker's outcome is then
+    refused and changes nothing. Never STARTED for good."""
     from siprems.jobs.runner import run_job
 
     parent, [child] = started_parent(app.services.store, ["BRD-001"])
     app.services.queue.send(child.message())
+    after_cancel = []
 
     def run_then_get_cancelled(running, services, work_dir):
         result = run_job(running, services, work_dir)
@@ -367,18 +368,18 @@ def test_the_last_child_cancelled_while_it_runs_finishes_its_parent(app, cancell
                 caller=ADMIN_CALLER,
             )
             assert invoke("status", cancel)["statusCode"] == 200
-            assert job(app, parent.task_id).status.value == "FAILURE"
         else:
             assert services.store.revoke(services.store.get(running.task_id)).applied
-            assert job(app, parent.task_id).status.value == "STARTED"
+        after_cancel.append(job(app, parent.task_id))
         return result
 
     [message] = app.receive()
     assert app.process(message, run_then_get_cancelled) == "lost"
     assert job(app, child.task_id).status.value == "REVOKED"
-    finished = job(app, parent.task_id)
+    [finished] = after_cancel
     assert finished.status.value == "FAILURE"
     assert (finished.children.revoked, finished.children.pending) == (1, 0)
+    assert job(app, parent.task_id) == finished  # the refused outcome changed nothing
 
 
 # -- a job whose worker stops on every delivery (Lambda timeout, crash) ------------------------
@@ -661,18 +662,34 @@ def test_forecasts_of_untrained_products_train_one_at_a_time(app, monkeypatch):
     assert {sku: len(model_versions(app, sku)) for sku in skus} == dict.fromkeys(skus, 1)
 
 
-def test_a_redelivered_finished_child_finishes_its_parent(app):
-    """A worker stopped after its child's SUCCESS was counted but before the parent was
-    finished: the message comes back, and its delivery finishes the parent."""
+def test_a_redelivered_child_finishes_a_parent_an_earlier_version_left_started(app):
+    """Until 2026-12 a child's count and its parent's finish were two writes: a worker that
+    stopped between them left the parent STARTED with nothing pending. A delivery of such a
+    child (its message came back) finishes the parent."""
+    import boto3
     from siprems.jobs.model import JobStatus
 
     store = app.services.store
     parent, [child] = started_parent(store, ["BRD-001"], children_started=True)
-    assert store.mark_succeeded(child, result=pack_json({"ok": 1})).applied
-    assert store.get(parent.task_id).status is JobStatus.STARTED  # the worker stopped here
+    # What that version's transaction wrote, and nothing after it.
+    table = boto3.resource("dynamodb").Table(store.table_name)
+    table.update_item(
+        Key={"task_id": child.task_id},
+        UpdateExpression="SET #s = :success, result_gz = :result",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":success": "SUCCESS", ":result": pack_json({"ok": 1})},
+    )
+    table.update_item(
+        Key={"task_id": parent.task_id},
+        UpdateExpression="ADD children_succeeded :one, children_pending :minus_one",
+        ExpressionAttributeValues={":one": 1, ":minus_one": -1},
+    )
+    assert store.get(parent.task_id).status is JobStatus.STARTED
     app.services.queue.send(child.message())  # SQS delivers the message again
     assert app.run_worker() == {"batchItemFailures": []}
-    assert store.get(parent.task_id).status is JobStatus.SUCCESS
+    finished = store.get(parent.task_id)
+    assert finished.status is JobStatus.SUCCESS
+    assert (finished.children.succeeded, finished.children.pending) == (1, 0)
 
 
 def test_an_unexpected_exception_is_retried_not_failed_at_once(app):

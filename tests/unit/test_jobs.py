@@ -284,27 +284,28 @@ def test_listings_from_the_status_index_show_whole_jobs_without_results(jobs_sto
     assert jobs_store.get(children[0].task_id).result == {"sku": "A-1", "accuracy": 91.5}
 
 
-def test_parent_counts_children_and_finishes_when_all_are_done(jobs_store):
+def test_parent_counts_children_and_finishes_in_its_last_childs_transaction(jobs_store):
     parent, children = started_parent(jobs_store, ["A-1", "B-1"], children_started=True)
     assert sorted(jobs_store.child_ids(parent.task_id)) == sorted(c.task_id for c in children)
 
     assert jobs_store.mark_succeeded(children[0], result_key="k").applied
-    assert jobs_store.finalize_parent(parent.task_id).outcome is Outcome.CONFLICT  # 1 pending
     mid = jobs_store.get(parent.task_id)
     assert mid.status is JobStatus.STARTED
     assert (mid.children.total, mid.children.succeeded, mid.children.pending) == (2, 1, 1)
+    assert jobs_store.finalize_parent(parent.task_id).outcome is Outcome.CONFLICT  # 1 pending
 
     failed = jobs_store.mark_failed(children[1], error=JobError(type="x", message="y"))
-    assert failed.applied
+    assert failed.applied and failed.job.status is JobStatus.FAILURE
+    done = jobs_store.get(parent.task_id)  # finished by that write, nothing after it
+    assert done.status is JobStatus.FAILURE and done.finished_at
+    assert done.children.failed == 1 and done.children.pending == 0
+    assert "1 of 2" in done.error.message
     # A repeated final transition does not count twice.
     assert (
         jobs_store.mark_failed(children[1], error=JobError(type="x", message="y")).outcome
         is Outcome.TERMINAL
     )
-    done = jobs_store.finalize_parent(parent.task_id)
-    assert done.applied and done.job.status is JobStatus.FAILURE
-    assert done.job.children.failed == 1 and done.job.children.pending == 0
-    assert "1 of 2" in done.job.error.message
+    assert jobs_store.get(parent.task_id) == done
     assert jobs_store.finalize_parent(parent.task_id).outcome is Outcome.TERMINAL
 
 

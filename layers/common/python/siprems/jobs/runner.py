@@ -23,6 +23,10 @@ child's failure is already counted on its parent (one transaction): redriven whi
 runs, the child takes that failure back and its new outcome is counted; after the parent has
 finished, its outcome is recorded on the child alone (``JobStore.mark_redriven``).
 
+A train_all child's outcome, whichever write records it, is counted on its parent in the same
+transaction, which also finishes the parent when the child was its last one pending: the
+worker has nothing left to do for the parent afterwards.
+
 A message may also be a train_all trigger (``{"parent_id": ...}`` or the nightly rule's event):
 Lambda puts one in the dead-letter queue when every attempt of train_all's asynchronous
 invocation failed, and the DLQ's redrive brings it here. The worker starts train_all again,
@@ -286,7 +290,11 @@ class JobRunner:
         if claim.outcome is Outcome.TERMINAL:
             assert claim.job is not None
             logger.info("job already %s: acknowledged without work", claim.job.status.value)
-            self._after_child(claim.job)
+            if claim.job.counts_on_parent:
+                # Its parent may be one that an earlier version, which finished parents in a
+                # second write, left STARTED when it stopped before that write (until such
+                # parents have expired: JobTtlDays after this change).
+                store.finalize_parent(claim.job.parent_id)
             return "skipped"
         if claim.outcome is Outcome.IN_PROGRESS:
             logger.info("job is running in another worker: message kept")
@@ -305,7 +313,6 @@ class JobRunner:
             # child redriven from the DLQ after the cancel (parent_counted: revoked alone).
             if store.revoke(job).applied:
                 logger.info("train_all parent cancelled: child revoked without work")
-                self._after_child(job)
             return "skipped"
         logger.info("job started", extra={"attempt": job.attempts, "job_type": job.type.value})
         work_dir = self.settings.work_dir / job.task_id
@@ -331,7 +338,7 @@ class JobRunner:
 
         done = store.mark_succeeded(job, **recorded)
         if not done.applied:
-            return self._lost(job, done, "result not recorded")
+            return self._lost(done, "result not recorded")
         add_metric(name="JobsSucceeded", unit=MetricUnit.Count, value=1)
         logger.info(
             "job succeeded",
@@ -340,7 +347,6 @@ class JobRunner:
                 "result_key": recorded.get("result_key"),
             },
         )
-        self._after_child(job)
         return "succeeded"
 
     def _result_to_record(self, job: Job, result: dict[str, Any]) -> dict[str, Any]:
@@ -372,13 +378,12 @@ class JobRunner:
     def _fail(self, job: Job, exc: SipremsError) -> str:
         done = self.services.store.mark_failed(job, error=JobError.of(exc))
         if not done.applied:
-            return self._lost(job, done, "failure not recorded")
+            return self._lost(done, "failure not recorded")
         rejected = isinstance(exc, DATA_REJECTIONS)
         add_metric(
             name="JobsRejected" if rejected else "JobsFailed", unit=MetricUnit.Count, value=1
         )
         logger.error("job failed", extra={"error_type": exc.code, "error": exc.message})
-        self._after_child(job)
         return "failed"
 
     def _retry_or_fail(self, job: Job, message: Message, exc: SipremsError) -> str:
@@ -388,7 +393,7 @@ class JobRunner:
             job.task_id, attempt=job.attempts, error=JobError.of(exc)
         )
         if not retry.applied:
-            return self._lost(job, retry, "retry not recorded")
+            return self._lost(retry, "retry not recorded")
         delay = backoff_seconds(
             job.attempts_since_redrive,
             base=self.settings.retry_base_seconds,
@@ -430,7 +435,6 @@ class JobRunner:
             "job failed: its worker stopped on every delivery, message goes to the DLQ",
             extra={"error_type": error.code, "attempt": job.attempts},
         )
-        self._after_child(job)
         self._dead_letter(message)
 
     def _redrive(self, message: Message, job: Job) -> Transition:
@@ -481,15 +485,13 @@ class JobRunner:
             except SipremsError:
                 logger.exception("could not change the message visibility")
 
-    def _lost(self, job: Job, refused: Transition, what: str) -> str:
+    def _lost(self, refused: Transition, what: str) -> str:
         """This attempt's outcome was refused: the job moved on without it (cancelled, or
         taken over by another worker). A child that finished that way (REVOKED while it ran)
-        was counted on its parent by that change, which may have been the parent's last
-        pending child: the parent is finalised here, as after any child's outcome."""
+        was counted on its parent by that change, which finished the parent if it was the
+        last one pending."""
         now = refused.job
         logger.info("%s: job is now %s", what, now.status.value if now else "gone")
-        if now is not None and now.terminal:
-            self._after_child(job)
         return "lost"
 
     def _parent_cancelled(self, job: Job) -> bool:
@@ -502,10 +504,6 @@ class JobRunner:
             if job.parent_id not in self._parents_cancelled:
                 self._parents_cancelled[job.parent_id] = _revoked(self.services, job.parent_id)
             return self._parents_cancelled[job.parent_id]
-
-    def _after_child(self, job: Job) -> None:
-        if job.counts_on_parent:
-            self.services.store.finalize_parent(job.parent_id)
 
 
 def _would_run(job: Job, message: Message) -> bool:

@@ -144,10 +144,6 @@ def cancel(services: Services, task_id: str, *, admin: bool) -> Job:
             child = services.store.get(child_id)
             if child is not None and child.status in (JobStatus.PENDING, JobStatus.RETRY):
                 services.store.revoke(child)
-    elif job.counts_on_parent:
-        # its revoke counted on the parent, maybe as the last child pending: the parent
-        # finishes now (its running worker's outcome will be refused)
-        services.store.finalize_parent(job.parent_id)
     logger.info("job revoked", extra={"task_id": task_id, "product_sku": job.product_sku})
     assert transition.job is not None
     return transition.job

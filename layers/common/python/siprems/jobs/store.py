@@ -8,11 +8,13 @@ list) and children through ``by_parent``; nothing scans the table.
 
 A train_all parent keeps atomic counters of its children (``children_total``, ``_pending``,
 ``_succeeded``, ``_failed``, ``_revoked``). A child's final transition and its parent's
-counter change are one transaction, so a crash between them cannot lose a count. Its
-children are created unconditionally in batches only by the run holding the parent's
-fan-out lease (``FanOutLease``; see siprems.jobs.fanout). Its frozen SKU list is kept out of
-its item, in shard items of the same table (``start_parent``), so that the parent stays
-small: DynamoDB bills each of those counter updates by the whole item's size.
+counter change are one transaction, so a crash between them cannot lose a count; when the
+child is the last one pending of a running parent, that transaction also finishes the parent,
+so no crash can leave a parent STARTED with nothing pending. Its children are created
+unconditionally in batches only by the run holding the parent's fan-out lease
+(``FanOutLease``; see siprems.jobs.fanout). Its frozen SKU list is kept out of its item, in
+shard items of the same table (``start_parent``), so that the parent stays small: DynamoDB
+bills each of those counter updates by the whole item's size.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from siprems.errors import JobStoreUnavailableError, NotFoundError
 from siprems.jobs.model import (
+    ChildCounts,
     Job,
     JobError,
     JobStatus,
@@ -52,8 +55,15 @@ PARENT_INDEX = "by_parent"
 # 10-character SKUs pack to ~4 KB.
 SKUS_PER_SHARD = 500
 # Tries of a child + parent transaction that DynamoDB cancels without a failed condition
-# (about 3 s of backoff in all).
+# (about 3 s of backoff in all); also of a child's count whose parent changed between the read
+# of its counters and the transaction pinned to them.
 TRANSACTION_ATTEMPTS = 8
+# The parent's counter of each outcome a child finishes with (``children_<counter>``).
+CHILD_COUNTERS = {
+    JobStatus.SUCCESS: "succeeded",
+    JobStatus.FAILURE: "failed",
+    JobStatus.REVOKED: "revoked",
+}
 
 _NAMES = {"#s": "status"}
 
@@ -274,7 +284,7 @@ class JobStore:
                     ":started": JobStatus.STARTED.value,
                 },
             )
-            written = self._child_with_parent(child_update, parent_update)
+            written, _ = self._child_with_parent(child_update, parent_update)
             if written == "applied":
                 return Transition(Outcome.APPLIED, self.get(job.task_id))
             if written == "child_condition_failed":
@@ -519,7 +529,9 @@ class JobStore:
 
     def finalize_parent(self, parent_id: str) -> Transition:
         """STARTED -> SUCCESS (every child succeeded) or FAILURE, once no child is pending.
-        Idempotent: anyone may call it after a child finished."""
+        Idempotent. A parent with children finishes in its last child's transaction
+        (``_count_on_parent``); this finishes one that has none, and one left STARTED with
+        nothing pending by a version that finished parents in a second write."""
         parent = self.get(parent_id)
         if parent is None:
             return Transition(Outcome.NOT_FOUND, None)
@@ -528,27 +540,13 @@ class JobStore:
         counts = parent.children
         if parent.status is not JobStatus.STARTED or counts is None or counts.pending > 0:
             return Transition(Outcome.CONFLICT, parent)
-        ok = counts.failed == 0 and counts.revoked == 0
-        values: dict[str, Any] = {
-            ":final": (JobStatus.SUCCESS if ok else JobStatus.FAILURE).value,
-            ":started": JobStatus.STARTED.value,
-            ":now": iso(utc_now()),
-            ":zero": 0,
-        }
-        update = "SET #s = :final, finished_at = :now, updated_at = :now"
-        if not ok:
-            update += ", #e = :error"
-            values[":error"] = {
-                "type": "children_failed",
-                "message": f"{counts.failed} of {counts.total} products failed to train"
-                + (f", {counts.revoked} cancelled" if counts.revoked else ""),
-            }
+        update, values, names = _parent_finished(counts)
         return self._update(
             parent_id,
             update=update,
             condition="#s = :started AND children_pending <= :zero",
-            values=values,
-            names={"#e": "error"} if not ok else None,
+            values={**values, ":started": JobStatus.STARTED.value, ":zero": 0},
+            names=names,
         )
 
     # --- internals ----------------------------------------------------------------------------
@@ -591,19 +589,8 @@ class JobStore:
         after = _written(job, written, remove) if owned else None
         if not job.counts_on_parent:
             return self._update_raw(job.task_id, child_update, after=after)
-        counter = {
-            JobStatus.SUCCESS: "children_succeeded",
-            JobStatus.FAILURE: "children_failed",
-            JobStatus.REVOKED: "children_revoked",
-        }[target]
         assert job.parent_id is not None
-        parent_update = self._update_request(
-            job.parent_id,
-            update=f"ADD {counter} :one, children_pending :minus_one",
-            condition="attribute_exists(children_total)",
-            values={":one": 1, ":minus_one": -1},
-        )
-        written = self._child_with_parent(child_update, parent_update)
+        written = self._count_on_parent(child_update, job.parent_id, CHILD_COUNTERS[target])
         if written == "child_condition_failed":
             return self._classify(job.task_id)
         if written == "parent_condition_failed":
@@ -611,10 +598,98 @@ class JobStore:
             return self._update_raw(job.task_id, child_update, after=after)
         return Transition(Outcome.APPLIED, after or self.get(job.task_id))
 
+    def _count_on_parent(
+        self, child_update: dict[str, Any], parent_id: str, counter: str
+    ) -> Literal["applied", "child_condition_failed", "parent_condition_failed"]:
+        """A child's final update and its count on its parent (``children_<counter>``), in one
+        transaction; when the child is the last one pending of a running parent, the same
+        transaction finishes the parent. A worker that stops after a child's outcome then
+        leaves nothing undone: its message may have no next delivery (a ``worker_stopped``
+        failure goes to the DLQ without one), and a second write would wait for it.
+
+        Tried first as a count among others pending, which needs no read: its condition says
+        so. When that fails (the last child), the parent the failed condition sent back (read,
+        if it did not) gives the counters its outcome is computed from, and the finishing
+        transaction is pinned to them. Children finishing together: DynamoDB applies their
+        transactions one after the other, each child is counted once (its own update's
+        condition), and the one applied last finds the others counted and finishes the parent
+        (one whose pinned counters changed meanwhile reads them again).
+        "parent_condition_failed": the parent is gone (expired) or has no counters."""
+        parent: Job | None = None  # not read: assumed to have other children pending
+        for _ in range(TRANSACTION_ATTEMPTS):
+            parent_update = self._parent_count_request(parent_id, counter, parent)
+            written, found = self._child_with_parent(child_update, parent_update)
+            if written != "parent_condition_failed":
+                return written
+            parent = Job.from_item(found) if found is not None else self.get(parent_id)
+            if parent is None or parent.children is None:
+                return "parent_condition_failed"
+        raise JobStoreUnavailableError(
+            f"train_all parent {parent_id}: its counters changed between each read and a "
+            f"child's count {TRANSACTION_ATTEMPTS} times",
+            task_id=parent_id,
+        )
+
+    def _parent_count_request(
+        self, parent_id: str, counter: str, parent: Job | None
+    ) -> dict[str, Any]:
+        """The parent's side of a child's final transaction, given the parent as last seen
+        (None: not read). Its last pending child while it runs: the count and the parent's
+        outcome, on condition that its counters are those seen. Otherwise the count alone, on
+        condition that the parent keeps running without it (or is not running)."""
+        values: dict[str, Any] = {":one": 1, ":minus_one": -1, ":started": JobStatus.STARTED.value}
+        count = f"ADD children_{counter} :one, children_pending :minus_one"
+        counts = parent.children if parent is not None else None
+        last = (
+            parent is not None
+            and parent.status is JobStatus.STARTED
+            and counts is not None
+            and counts.pending <= 1
+        )
+        if not last:
+            request = self._update_request(
+                parent_id,
+                update=count,
+                condition=(
+                    "attribute_exists(children_total)"
+                    " AND (#s <> :started OR children_pending > :one)"
+                ),
+                values=values,
+            )
+        else:
+            assert counts is not None
+            after = counts.model_copy(
+                update={counter: getattr(counts, counter) + 1, "pending": counts.pending - 1}
+            )
+            finish, finished_values, names = _parent_finished(after)
+            request = self._update_request(
+                parent_id,
+                update=f"{finish} {count}",
+                # pending <= 1, not = 1: a parent whose counters went wrong still finishes
+                condition=(
+                    "#s = :started AND children_pending <= :one"
+                    " AND children_failed = :failed AND children_revoked = :revoked"
+                ),
+                values={
+                    **values,
+                    **finished_values,
+                    ":failed": counts.failed,
+                    ":revoked": counts.revoked,
+                },
+                names=names,
+            )
+        request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        return request
+
     def _child_with_parent(
         self, child_update: dict[str, Any], parent_update: dict[str, Any]
-    ) -> Literal["applied", "child_condition_failed", "parent_condition_failed"]:
-        """A child's update and its parent's in one transaction: both, or neither.
+    ) -> tuple[
+        Literal["applied", "child_condition_failed", "parent_condition_failed"],
+        dict[str, Any] | None,
+    ]:
+        """A child's update and its parent's in one transaction: both, or neither. With the
+        outcome, the parent as its failed condition found it (when the request asked for it
+        and DynamoDB sent it back).
 
         Only a failed condition is an answer. Children of one parent finish at the same time
         and their transactions all write the parent's item: DynamoDB cancels one that meets
@@ -632,12 +707,12 @@ class JobStore:
                 )
             except _TransactionCancelled as cancelled:
                 if cancelled.condition_failed(0):
-                    return "child_condition_failed"
+                    return "child_condition_failed", None
                 if cancelled.condition_failed(1):
-                    return "parent_condition_failed"
+                    return "parent_condition_failed", cancelled.item(1)
                 reasons = cancelled.codes()
                 continue
-            return "applied"
+            return "applied", None
         raise JobStoreUnavailableError(
             f"DynamoDB cancelled a child's and its parent's update {TRANSACTION_ATTEMPTS} times "
             f"({', '.join(reasons)})",
@@ -734,6 +809,26 @@ def sku_shard_id(parent_id: str, owner: str, k: int) -> str:
     return f"{parent_id}#skus#{owner}#{k}"
 
 
+def _parent_finished(counts: ChildCounts) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """The SET clause that finishes a train_all parent whose children are all done, as
+    ``counts`` say: SUCCESS if every child succeeded, else FAILURE with how many did not; with
+    its values (``:final``, ``:now``, ``:error``) and names."""
+    ok = counts.failed == 0 and counts.revoked == 0
+    values: dict[str, Any] = {
+        ":final": (JobStatus.SUCCESS if ok else JobStatus.FAILURE).value,
+        ":now": iso(utc_now()),
+    }
+    update = "SET #s = :final, finished_at = :now, updated_at = :now"
+    if ok:
+        return update, values, {}
+    values[":error"] = {
+        "type": "children_failed",
+        "message": f"{counts.failed} of {counts.total} products failed to train"
+        + (f", {counts.revoked} cancelled" if counts.revoked else ""),
+    }
+    return update + ", #e = :error", values, {"#e": "error"}
+
+
 def _written(job: Job, written: dict[str, Any], remove: tuple[str, ...]) -> Job:
     """``job`` as an update that sets ``written`` and removes ``remove`` leaves it."""
     item = {**job.to_item(), **written}
@@ -783,6 +878,12 @@ class _TransactionCancelled(Exception):
         if index >= len(self.reasons):
             return False
         return self.reasons[index].get("Code") == "ConditionalCheckFailed"
+
+    def item(self, index: int) -> dict[str, Any] | None:
+        """The item whose condition failed, when the request asked for it (ALL_OLD)."""
+        if index >= len(self.reasons):
+            return None
+        return _deserialized(self.reasons[index].get("Item"))
 
     def codes(self) -> list[str]:
         return [str(reason.get("Code") or "None") for reason in self.reasons]
