@@ -613,7 +613,8 @@ class JobStore:
         transaction is pinned to them. Children finishing together: DynamoDB applies their
         transactions one after the other, each child is counted once (its own update's
         condition), and the one applied last finds the others counted and finishes the parent
-        (one whose pinned counters changed meanwhile reads them again).
+        (one whose pinned counters changed meanwhile is cancelled and tries again with those it
+        gets back).
         "parent_condition_failed": the parent is gone (expired) or has no counters."""
         parent: Job | None = None  # not read: assumed to have other children pending
         for _ in range(TRANSACTION_ATTEMPTS):
