@@ -422,6 +422,23 @@ def test_a_job_whose_worker_stopped_fails_on_the_last_delivery_and_its_message_i
     assert model_versions(app) == []
 
 
+def test_a_redriven_job_whose_worker_stops_again_counts_the_runs_since_its_redrive(app):
+    """Its error says how many runs stopped since the operator's redrive, not since ever."""
+    task_id = submit(app)
+    for hours_ago in (3, 2):
+        worker_stopped(app, task_id, hours_ago)
+    # As a redrive leaves it: one run before the redrive, one since.
+    app.dynamodb.Table(app.table_name).update_item(
+        Key={"task_id": task_id},
+        UpdateExpression="SET attempts_before_redrive = :one",
+        ExpressionAttributeValues={":one": 1},
+    )
+    invoke("worker", app.sqs_event([last_delivery(app)]))
+    failed = job(app, task_id)
+    assert failed.error.type == "worker_stopped" and failed.attempts == 2
+    assert "in 1 run (" in failed.error.message
+
+
 def test_a_dead_lettered_job_runs_again_when_its_message_is_redriven(app):
     task_id = submit(app)
     worker_stopped(app, task_id)

@@ -128,11 +128,13 @@ class WorkerStoppedError(TransientError):
 
     code = "worker_stopped"
 
-    def __init__(self, attempts: int) -> None:
+    def __init__(self, runs: int) -> None:
+        """``runs``: the job's runs that stopped, since the last redrive if it was redriven."""
         super().__init__(
-            f"the worker stopped without an answer on {attempts} deliveries (timeout or crash);"
-            " the message is in the dead-letter queue: fix the cause and redrive it",
-            attempts=attempts,
+            f"the worker stopped without an answer in {runs} run{'s' if runs != 1 else ''}"
+            " (timeout or crash); the message is in the dead-letter queue: fix the cause and"
+            " redrive it",
+            attempts=runs,
         )
 
 

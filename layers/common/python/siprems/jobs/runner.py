@@ -421,7 +421,7 @@ class JobRunner:
         job = store.get(message.task_id)
         if job is None or job.status is not JobStatus.STARTED:
             return job
-        error = WorkerStoppedError(job.attempts)
+        error = WorkerStoppedError(job.attempts_since_redrive)
         stopped = store.mark_worker_stopped(
             job,
             stale_after=stale_after,
