@@ -130,3 +130,32 @@ def test_dead_letters_are_peeked_without_being_taken(queues):
     assert first[0].receive_count >= 1
     assert [m.body for m in dlq.peek()] == [{"task_id": "poison"}]  # still there
     assert dlq.approximate_counts()["visible"] == 1
+
+
+def test_sqs_and_lambda_calls_give_up_well_inside_the_submit_functions_timeout(monkeypatch):
+    """A SendMessage or Invoke that hangs must fail while the submit function can still
+    answer (503, nothing written) rather than outlast it (botocore's defaults: 60 s a read,
+    three attempts). The clients the services build (every function's: one factory) try at
+    most their attempts, each up to its connect and read timeouts, with standard mode's
+    backoff before each retry (at most 2^(n-1) s before retry n): all of it within half the
+    submit function's timeout in template.yaml, the rest for its other calls."""
+    from siprems.config import load_settings
+    from siprems.jobs.services import build_services
+
+    from tests.fixtures.app import load_template
+
+    monkeypatch.setenv("JOBS_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/jobs")
+    monkeypatch.setenv("TRAIN_ALL_FUNCTION", "siprems-train-all")
+    load_settings.cache_clear()
+    try:
+        services = build_services()
+    finally:
+        load_settings.cache_clear()
+    submit = load_template()["Resources"]["SubmitFunction"]["Properties"]
+    for client in (services.queue._sqs, services.invoker._lambda):
+        config = client.meta.config
+        attempts = config.retries["total_max_attempts"]
+        assert config.retries["mode"] == "standard"
+        backoff = sum(2 ** (retry - 1) for retry in range(1, attempts))
+        worst = attempts * (config.connect_timeout + config.read_timeout) + backoff
+        assert worst <= submit["Timeout"] / 2, (client.meta.service_model.service_name, worst)

@@ -32,6 +32,17 @@ _BOTO_CONFIG = Config(
     connect_timeout=5,
     max_pool_connections=CLIENT_POOL_SIZE,
 )
+# SQS and Lambda's Invoke answer in milliseconds; one that hangs must fail while its caller
+# can still answer. With botocore's defaults (a 60 s read timeout, three attempts) a hanging
+# SendMessage or Invoke outlasts the submit function's 28 s (template.yaml), which then dies
+# without answering; bounded, it gives up after at most (2 + 3) s x 2 attempts + a retry
+# backoff of up to 1 s = 11 s, while the route can still answer (503). Every function's SQS
+# and Lambda clients are built here, so they all take it.
+BOUNDED_CALL_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": 2},  # the first and one retry
+    connect_timeout=2,
+    read_timeout=3,
+)
 
 
 class LazyClient:
@@ -158,12 +169,16 @@ class AsyncInvoker:
         self.function_name = function_name
 
     def invoke(self, payload: dict[str, Any]) -> None:
+        self._call(
+            "invoke",
+            FunctionName=self.function_name,
+            InvocationType="Event",
+            Payload=json.dumps(payload).encode(),
+        )
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
         try:
-            self._lambda.invoke(
-                FunctionName=self.function_name,
-                InvocationType="Event",
-                Payload=json.dumps(payload).encode(),
-            )
+            return getattr(self._lambda, operation)(**kwargs)
         except (ClientError, BotoCoreError) as exc:
             raise InvokeFailedError(f"could not start {self.function_name}: {exc}") from exc
 
@@ -192,17 +207,18 @@ class Services:
 def build_services(settings: Settings | None = None) -> Services:
     settings = settings or load_settings()
 
-    def client(name: str, endpoint_url: str | None = settings.aws_endpoint_url) -> LazyClient:
-        return LazyClient(
-            lambda: boto3.client(name, endpoint_url=endpoint_url, config=_BOTO_CONFIG)
-        )
+    def client(
+        name: str, endpoint_url: str | None = settings.aws_endpoint_url, *, bounded: bool = False
+    ) -> LazyClient:
+        config = _BOTO_CONFIG.merge(BOUNDED_CALL_CONFIG) if bounded else _BOTO_CONFIG
+        return LazyClient(lambda: boto3.client(name, endpoint_url=endpoint_url, config=config))
 
     # Every function that builds services reads or writes jobs: built now. JobStore takes
     # the resource's client, so it would be built at once anyway.
     dynamodb = boto3.resource(
         "dynamodb", endpoint_url=settings.aws_endpoint_url, config=_BOTO_CONFIG
     )
-    sqs = client("sqs")
+    sqs = client("sqs", bounded=True)
     return Services(
         settings=settings,
         store=JobStore(dynamodb, settings.jobs_table),
@@ -212,7 +228,11 @@ def build_services(settings: Settings | None = None) -> Services:
         sales=SalesDatabase(settings),
         invoker=(
             AsyncInvoker(
-                client("lambda", settings.lambda_endpoint_url or settings.aws_endpoint_url),
+                client(
+                    "lambda",
+                    settings.lambda_endpoint_url or settings.aws_endpoint_url,
+                    bounded=True,
+                ),
                 settings.train_all_function,
             )
             if settings.train_all_function
