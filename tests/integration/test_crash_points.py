@@ -3,13 +3,15 @@ SQS (or Lambda's asynchronous retries) delivers the same work again until it is 
 dead-lettered. Then the invariants of at-least-once delivery are checked.
 
 How a crash is simulated: the adapters' single call points (``JobStore._call``,
-``JobQueue._call``, ``ModelStore._call``) are wrapped. After the chosen successful write the
-wrapper raises ``Killed``, a ``BaseException``: neither the runner's ``except Exception`` nor
-Powertools' batch processor (``except Exception``) sees it, so nothing else of that invocation
-reaches AWS (every later call of it, from any thread, raises too). The message is then neither
-deleted nor given a new visibility: it comes back after the queue's visibility timeout with
-ApproximateReceiveCount + 1, and after maxReceiveCount receives moto moves it to the DLQ, as SQS
-does. Time is simulated: one clock drives the jobs' timestamps (the stale-start window, the
+``JobQueue._call``, ``ModelStore._call``, ``AsyncInvoker._call``) are wrapped. After the chosen
+successful write the wrapper raises ``Killed``, a ``BaseException``: neither the runner's
+``except Exception`` nor Powertools' batch processor (``except Exception``) sees it, so nothing
+else of that invocation reaches AWS (every later call of it, from any thread, raises too). The
+message is then neither deleted nor given a new visibility: it comes back after the queue's
+visibility timeout with ApproximateReceiveCount + 1, and after maxReceiveCount receives moto
+moves it to the DLQ, as SQS does. Lambda's asynchronous invoke of train_all is a write too: the
+event is taken, and runs (with Lambda's retries) after the invoking invocation, whatever became
+of it. Time is simulated: one clock drives the jobs' timestamps (the stale-start window, the
 fan-out lease) and moto's SQS (visibility, delays), and the driver advances it to the next
 moment a message becomes visible, so no test waits.
 
@@ -22,10 +24,11 @@ reaches the bookkeeping of a message's last delivery (a stopped worker's job fai
 dead-lettered), which a single crash of the first invocation never does. After the deliveries
 settle the invariants are checked, then the cause is fixed, the DLQ redriven, and checked again.
 
-The invariants (``check``): every job terminal, or FAILURE dead-lettered with its message in
-the DLQ (a train_all parent or child may also wait on its parent's trigger there); a SUCCESS's
-result readable through the status route; a train_all parent's counters equal its children's
-outcomes (each counted once), nothing pending once all are done, and its status what they say.
+The invariants (``check``): every job a message or an invoke named is recorded; every job
+terminal, or FAILURE dead-lettered with its message in the DLQ (a train_all parent or child may
+also wait on its parent's trigger there); a SUCCESS's result readable through the status route;
+a train_all parent's counters equal its children's outcomes (each counted once), nothing
+pending once all are done, and its status what they say.
 A finished job's message may still reach the DLQ (its acknowledgements lost on every delivery, or
 the original of a job queued again on its last delivery): a duplicate a redrive acknowledges.
 
@@ -48,7 +51,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from siprems.jobs.model import Job, JobStatus, JobType
+from siprems.jobs.model import Job, JobStatus, JobType, TrainAllTrigger
 
 from tests.fixtures.app import ADMIN_CALLER, api_event, invoke, response_json
 from tests.fixtures.train_all import started_parent
@@ -65,8 +68,14 @@ WRITES = {
     "delete_message",
     "put_object",
     "delete_object",
+    "invoke",  # Lambda's asynchronous invoke of train_all
 }
-ADAPTER_MODULES = ("siprems.jobs.store", "siprems.queue", "siprems.model_store")
+ADAPTER_MODULES = (
+    "siprems.jobs.store",
+    "siprems.queue",
+    "siprems.model_store",
+    "siprems.jobs.services",
+)
 
 
 class Killed(BaseException):  # noqa: N818 - the process's death, not an error it handles
@@ -124,6 +133,7 @@ class Injector:
     plan: Plan | None = None
     crashes: int = 0
     history: list[_Invocation] = field(default_factory=list)  # every invocation, in order
+    queued: set[str] = field(default_factory=set)  # every job a message or an invoke named
     _stack: list[_Invocation] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -153,6 +163,7 @@ class Injector:
         if current is not None and current.dead:
             raise Killed(f"{current.name} is dead")
         result = real(adapter, operation, **kwargs)
+        self.queued |= _queued_jobs(operation, kwargs)
         if current is None or operation not in WRITES:
             return result
         with self._lock:
@@ -164,11 +175,12 @@ class Injector:
         return result
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from siprems.jobs.services import AsyncInvoker
         from siprems.jobs.store import JobStore
         from siprems.model_store import ModelStore
         from siprems.queue import JobQueue
 
-        for cls in (JobStore, JobQueue, ModelStore):
+        for cls in (JobStore, JobQueue, ModelStore, AsyncInvoker):
             real = cls._call
 
             def wrapped(adapter, operation, _real=real, **kwargs):
@@ -178,6 +190,18 @@ class Injector:
 
     def writes_of(self, name: str) -> list[list[str]]:
         return [i.writes for i in self.history if i.name == name]
+
+
+def _queued_jobs(operation: str, kwargs: dict[str, Any]) -> set[str]:
+    """The jobs a successful call queued: their messages' task ids, the parent train_all is
+    invoked on. Each must end recorded, whatever died after the call."""
+    bodies = {
+        "send_message": lambda: [kwargs["MessageBody"]],
+        "send_message_batch": lambda: [entry["MessageBody"] for entry in kwargs["Entries"]],
+        "invoke": lambda: [kwargs["Payload"]],
+    }.get(operation, list)()
+    named = [json.loads(body) for body in bodies]
+    return {b.get("task_id") or b.get("parent_id") for b in named} - {None}
 
 
 def _caller() -> str:
@@ -201,6 +225,7 @@ class World:
     def __init__(self, app: Any, clock: Clock, injector: Injector) -> None:
         self.app, self.clock, self.injector = app, clock, injector
         self.async_invoked: list[dict[str, Any]] = []
+        self.async_accepted: list[dict[str, Any]] = []  # events Lambda took, not yet run
 
     @property
     def services(self) -> Any:
@@ -241,9 +266,11 @@ class World:
         """The event source mapping, one message a batch, until the jobs queue is empty:
         a message is deleted when the worker acknowledged it, else it comes back when its
         visibility runs out (the clock is moved there), and after maxReceiveCount receives SQS
-        (moto) moves it to the DLQ."""
+        (moto) moves it to the DLQ. Asynchronous invocations accepted meanwhile run first."""
         sqs = self.app.sqs
         for _ in range(max_rounds):
+            while self.async_accepted:
+                self.invoke_train_all(self.async_accepted.pop(0))
             messages = sqs.receive_message(
                 QueueUrl=self.app.queue_url,
                 MaxNumberOfMessages=1,
@@ -271,6 +298,12 @@ class World:
                     QueueUrl=self.app.queue_url, ReceiptHandle=message["ReceiptHandle"]
                 )
         raise AssertionError(f"the queue did not settle in {max_rounds} deliveries")
+
+    def accept_async_invoke(self, payload: dict[str, Any]) -> None:
+        """Lambda's asynchronous invoke: the event is taken, and runs apart from its caller,
+        later (``deliver`` runs it): the caller may die right after, and its own writes after
+        the invoke come before the event runs."""
+        self.async_accepted.append(payload)
 
     def invoke_train_all(self, payload: dict[str, Any], between: Callable[[], None] = None) -> str:
         """An asynchronous invocation of train_all: retried by Lambda when it fails (a crash
@@ -321,8 +354,8 @@ def world(app, monkeypatch) -> World:
     injector.install(monkeypatch)
     state = World(app, clock, injector)
     # Lambda's asynchronous invoke of train_all (from the API or a redriven trigger): its own
-    # invocation, retried and dead-lettered as Lambda does, never the caller's failure.
-    app.run_train_all = state.invoke_train_all
+    # invocation, later, retried and dead-lettered as Lambda does, never the caller's failure.
+    app.run_train_all = state.accept_async_invoke
     state.fresh_container()
     return state
 
@@ -374,7 +407,8 @@ def check(world: World, *, settled_after_redrive: bool) -> list[str]:
     jobs = {task_id: store.get(task_id) for task_id in job_ids(world)}
     dead = world.dead_letters()
     dead_jobs = [d.get("task_id") for d in dead if isinstance(d, dict) and "task_id" in d]
-    dead_triggers = [d.get("parent_id") for d in dead if isinstance(d, dict) and "parent_id" in d]
+    triggers = [TrainAllTrigger.from_payload(d) for d in dead]  # a job's message is none
+    dead_triggers = [t.parent_id for t in triggers if t is not None]
     if settled_after_redrive and dead:
         problems.append(f"dead letters left after the redrive: {dead}")
     if world.seconds_to_next_message() is not None:
@@ -396,6 +430,8 @@ def check(world: World, *, settled_after_redrive: bool) -> list[str]:
                 problems.append(f"{what}: no result through the API ({code})")
             elif not world.services.models.load_metadata(job.product_sku):
                 problems.append(f"{what}: no stored model")
+    for task_id in sorted(world.injector.queued - jobs.keys()):
+        problems.append(f"job {task_id[:8]} was queued but is not recorded")
     for task_id in dead_jobs:
         # A finished job's message may reach the DLQ when its acknowledgements were lost on
         # every delivery (the ``reply`` point every time): a duplicate that a redrive
@@ -866,7 +902,10 @@ PATHS: dict[str, Path] = {
         ALL_OK,
     ),
     "submit a training of all products": Path(
-        submitting("submit/train-all.json"), "submit", ("create_or_get.put_item",), ALL_OK
+        submitting("submit/train-all.json"),
+        "submit",
+        ("create_or_get.put_item", "invoke.invoke"),
+        ALL_OK,
     ),
 }
 
