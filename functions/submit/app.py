@@ -1,5 +1,6 @@
 """POST /api/predict, /api/predict/async, /api/tasks/training/product/{sku},
-/api/tasks/training/all: validate, record the job, queue it (routes: siprems.http.submit_api)."""
+/api/tasks/training/all: validate, queue the job (or start train_all), then record it (routes:
+siprems.http.submit_api; why in that order: siprems.jobs.service.submit)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Train every product: the nightly EventBridge schedule and the API's training-all route
-(asynchronous invoke with {"parent_id": ...}) share this function and siprems.jobs.fanout."""
+(asynchronous invoke with {"parent_id": ..., "parent": ...}, TrainAllTrigger.for_parent) share
+this function and siprems.jobs.fanout. Either parent is recorded here if it does not exist."""
 
 from __future__ import annotations
 
@@ -22,16 +23,17 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     trigger = TrainAllTrigger.from_payload(event)
     if trigger is None:
         raise InvalidInputError("expected a scheduled event or {'parent_id': ...}")
-    parent_id = (
-        fanout.parent_for_schedule(services, trigger.scheduled_time)  # created if new
+    parent = (
+        fanout.scheduled_parent(services, trigger.scheduled_time)
         if trigger.scheduled_time is not None
-        else trigger.parent_id
+        else trigger.parent
     )
-    with job_context(parent_id):
+    with job_context(trigger.parent_id):
         return asdict(
             fanout.train_all(
                 services,
-                parent_id,
+                trigger.parent_id,
                 seconds_left=lambda: context.get_remaining_time_in_millis() / 1000.0,
+                record_if_missing=parent,
             )
         )

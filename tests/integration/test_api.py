@@ -269,20 +269,20 @@ def test_training_all_invokes_train_all_asynchronously():
             invoker.invoke({"parent_id": "p-2"})
 
 
-def test_training_all_that_cannot_start_fails_its_parent_and_answers_503(app, monkeypatch):
-    from siprems.jobs.services import InvokeFailedError
+def test_training_all_that_cannot_start_records_nothing_and_answers_503(app, monkeypatch):
+    """train_all is invoked before its parent is recorded: an invoke that fails (here one
+    that hung until its read timeout) leaves no parent that nothing would run."""
+    from botocore.exceptions import ReadTimeoutError
 
-    def refuse(payload):
-        raise InvokeFailedError("Lambda throttled")
+    def hung(**kwargs):
+        raise ReadTimeoutError(endpoint_url="http://lambda")
 
-    monkeypatch.setattr(app.services.invoker, "invoke", refuse)
+    monkeypatch.setattr(app.services.invoker._lambda, "invoke", hung)
     response = invoke("submit", api_event("submit/train-all.json"))
     assert response["statusCode"] == 503
     assert response_json(response)["type"] == "invoke_failed"
-    [parent] = app.items()
-    assert parent["type"] == "train_all" and parent["status"] == "FAILURE"
-    assert parent["error"]["type"] == "invoke_failed"
-    assert app.receive(visibility=0) == []
+    assert app.invoked == []
+    assert_nothing_written(app)
 
 
 @pytest.mark.parametrize("history_days", [-1, 36501, "ALL", "60", True, 1.5])
@@ -366,16 +366,17 @@ def test_a_job_waiting_for_its_retry_can_be_cancelled(app):
     assert store.get(task_id).status.value == "REVOKED"
 
 
-def test_a_job_that_cannot_be_queued_is_failed_not_left_waiting(app, monkeypatch):
-    """Nothing accepted is lost silently: a job whose message SQS refused is not left
-    PENDING with nothing to run it; the client gets a 503 and the job says why."""
-    from siprems.errors import QueueUnavailableError
+def test_a_job_that_cannot_be_queued_is_not_recorded_and_answers_503(app, monkeypatch):
+    """A job is queued before it is recorded: when SQS does not answer (a call that hung
+    until its read timeout) the client gets a 503 and nothing is left, no PENDING job that
+    nothing would run."""
+    from botocore.exceptions import ReadTimeoutError
 
-    def refused(*args, **kwargs):
-        raise QueueUnavailableError("SQS is down")
+    def hung(**kwargs):
+        raise ReadTimeoutError(endpoint_url=app.queue_url)
 
-    monkeypatch.setattr(app.services.queue, "send", refused)
+    monkeypatch.setattr(app.services.queue._sqs, "send_message", hung)
     response = invoke("submit", api_event("submit/predict-async.json"))
     assert response["statusCode"] == 503
-    [item] = app.items()
-    assert item["status"] == "FAILURE" and item["error"]["type"] == "queue_unavailable"
+    assert response_json(response)["type"] == "queue_unavailable"
+    assert_nothing_written(app)

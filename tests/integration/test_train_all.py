@@ -7,7 +7,7 @@ import json
 import time
 from datetime import timedelta
 
-from siprems.jobs.model import child_task_id, scheduled_parent_id, utc_now
+from siprems.jobs.model import Job, JobType, child_task_id, scheduled_parent_id, utc_now
 
 from tests.fixtures.app import ADMIN_CALLER, api_event, invoke, load_event, response_json
 
@@ -22,14 +22,19 @@ def test_training_all_from_the_api_trains_every_product(app):
     response = invoke("submit", api_event("submit/train-all.json"))
     assert response["statusCode"] == 202
     parent_id = response_json(response)["task_id"]
-    assert app.invoked == [{"parent_id": parent_id}]  # train_all started asynchronously
+    # train_all started asynchronously, with the parent to record if the route does not
+    [event] = app.invoked
+    assert event["parent_id"] == parent_id
+    submitted = Job.from_message(event["parent"])
+    assert (submitted.task_id, submitted.type) == (parent_id, JobType.TRAIN_ALL)
+    assert submitted.requested_by == ADMIN_CALLER["user_id"]
 
     queued = app.receive(visibility=0)
     assert len(queued) == len(KIEL_SKUS)
     children = {child_task_id(parent_id, sku) for sku in KIEL_SKUS}
-    assert {m["Body"] for m in queued} == {
-        f'{{"product_sku":"{sku}","task_id":"{child_task_id(parent_id, sku)}","type":"train"}}'
-        for sku in KIEL_SKUS
+    bodies = [json.loads(m["Body"]) for m in queued]
+    assert {(b["task_id"], b["type"], b["product_sku"], b["parent_id"]) for b in bodies} == {
+        (child_task_id(parent_id, sku), "train", sku, parent_id) for sku in KIEL_SKUS
     }
 
     running = status(parent_id)
@@ -155,6 +160,52 @@ def test_only_an_admin_cancels_a_training_of_all_products_or_one_of_its_products
     assert {c.status.value for c in children} == {"PENDING"}
 
 
+def test_a_training_of_all_products_whose_route_could_not_record_it_still_runs(app, monkeypatch):
+    """The route invokes train_all, then records the parent: when the record fails (or the
+    route dies there), the client got an error, yet train_all records the parent from its
+    event and every product trains once."""
+    from siprems.errors import JobStoreUnavailableError
+
+    def refused(job):
+        raise JobStoreUnavailableError("DynamoDB PutItem on the jobs table failed")
+
+    runs = []
+    with monkeypatch.context() as patched:
+        patched.setattr(app, "run_train_all", runs.append)  # Lambda took the event: runs later
+        patched.setattr(app.services.store, "create_or_get", refused)
+        response = invoke("submit", api_event("submit/train-all.json"))
+    assert response["statusCode"] == 503
+    assert app.items() == []
+
+    [event] = runs
+    assert invoke("train_all", event)["created"] == 6
+    app.drain()
+    parent = app.services.store.get(event["parent_id"])
+    assert parent.status.value == "SUCCESS" and parent.children.succeeded == 6
+    assert parent.requested_by == ADMIN_CALLER["user_id"]
+
+
+def test_train_all_records_the_parent_of_an_api_trigger_only_while_it_is_current(app):
+    """A trigger's parent past its expiry (deleted by TTL), or one that is not the trigger's,
+    is not recorded: train_all runs only on a parent that exists."""
+    from datetime import timedelta
+
+    import pytest
+    from siprems.errors import NotFoundError
+    from siprems.jobs.model import TrainAllTrigger, utc_now
+
+    lapsed = Job.new(JobType.TRAIN_ALL, now=utc_now() - timedelta(days=31), ttl_days=30)
+    other = Job.new(JobType.TRAIN_ALL)
+    for event in (
+        TrainAllTrigger.for_parent(lapsed).payload,
+        {"parent_id": Job.new(JobType.TRAIN_ALL).task_id, "parent": other.message()},
+    ):
+        with pytest.raises(NotFoundError):
+            invoke("train_all", event)
+    assert app.items() == []
+    assert app.receive(visibility=0) == []
+
+
 def test_training_all_event_without_parent_or_schedule_is_refused(app):
     import pytest
     from siprems.errors import InvalidInputError
@@ -165,8 +216,6 @@ def test_training_all_event_without_parent_or_schedule_is_refused(app):
 
 def derived_parent(app, count):
     """A parent whose product list is ``count`` derived SKUs (the fan-out reads only it)."""
-    from siprems.jobs.model import Job, JobType
-
     from bench.perf_enqueue import DerivedSkus
 
     app.services.sales = DerivedSkus(count)

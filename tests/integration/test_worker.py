@@ -226,6 +226,127 @@ def test_a_job_running_elsewhere_on_the_last_delivery_is_queued_again_for_later(
     assert job(app, task_id).attempts == 1  # untouched
 
 
+# --- a message before its job: the submit routes queue first, then record ----------------
+def test_a_job_whose_submit_could_not_record_it_is_recorded_by_its_worker_and_runs(
+    app, monkeypatch
+):
+    """The submit queued the job, then failed to record it (here DynamoDB refused; a submit
+    that dies there is the same): the client got an error, yet the job runs. Its worker
+    records it from its message, as it was submitted, and runs it once."""
+    from siprems.errors import JobStoreUnavailableError
+
+    def refused(job):
+        raise JobStoreUnavailableError("DynamoDB PutItem on the jobs table failed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(app.services.store, "create_or_get", refused)
+        response = invoke("submit", api_event("submit/train-product.json"))
+    assert response["statusCode"] == 503
+    assert app.items() == []
+
+    [message] = app.receive()
+    queued = json.loads(message["Body"])
+    assert invoke("worker", app.sqs_event([message])) == {"batchItemFailures": []}
+    [item] = app.items()
+    done = job(app, item["task_id"])
+    assert done.status.value == "SUCCESS" and done.attempts == 1
+    as_submitted = set(queued) - {"updated_at"}  # type, product, who asked, created, expiry
+    assert done.model_dump(include=as_submitted) == Job.from_message(queued).model_dump(
+        include=as_submitted
+    )
+    assert done.requested_by is not None and done.created_at < done.started_at
+    assert len(model_versions(app)) == 1
+
+
+def test_the_submits_record_meets_the_job_its_worker_recorded_first(app, monkeypatch):
+    """The worker may take the message before the submit's put: the worker records and runs
+    the job, the put finds it and leaves it, and the route answers with that job."""
+    queue = app.services.queue
+    send = queue.send
+
+    def send_then_work(message, **kwargs):
+        sent = send(message, **kwargs)
+        assert app.items() == []  # queued first: not recorded yet
+        assert app.run_worker() == {"batchItemFailures": []}
+        return sent
+
+    monkeypatch.setattr(queue, "send", send_then_work)
+    response = invoke("submit", api_event("submit/predict-async.json"))
+    assert response["statusCode"] == 202, response["body"]
+    task_id = response_json(response)["task_id"]
+    [item] = app.items()
+    assert item["task_id"] == task_id
+    done = job(app, task_id)
+    assert done.status.value == "SUCCESS" and done.attempts == 1  # not put back to PENDING
+    assert stored_result(app, task_id)["product_sku"] == "BRD-001"
+
+
+@pytest.mark.parametrize("why", ["expired", "no job in the message"])
+def test_a_message_whose_job_cannot_be_recorded_is_dropped(app, why):
+    """A job past its expiry is not recorded again (its item was deleted by TTL: a job once
+    cancelled stays gone), nor one whose message does not carry it (queued before messages
+    carried their job)."""
+    created = utc_now() - timedelta(days=31)
+    lapsed = Job.new(JobType.TRAIN, product_sku="BRD-001", now=created, ttl_days=30)
+    fresh = Job.new(JobType.TRAIN, product_sku="BRD-001")
+    body = lapsed.message() if why == "expired" else {"task_id": fresh.task_id, "type": "train"}
+    app.services.queue.send(body)
+    [message] = app.receive()
+    assert app.process(message, lambda *args: pytest.fail("ran")) == "missing"
+    assert app.items() == []
+    assert model_versions(app) == []
+
+
+def test_a_cancelled_jobs_message_does_not_bring_it_back(app):
+    task_id = submit(app)
+    cancel = api_event("status/cancel.json", path_parameters={"task_id": task_id})
+    assert invoke("status", cancel)["statusCode"] == 200
+    assert app.run_worker() == {"batchItemFailures": []}
+    cancelled = job(app, task_id)
+    assert cancelled.status.value == "REVOKED" and cancelled.attempts == 0
+    assert model_versions(app) == []
+
+
+def test_an_unrecorded_job_on_its_messages_last_delivery_is_queued_again_not_run(app):
+    """No run starts on a message's last delivery, recorded or not: the job is queued again
+    as a fresh message, whose first delivery records and runs it."""
+    unrecorded = Job.new(JobType.TRAIN, product_sku="BRD-001")
+    app.services.queue.send(unrecorded.message())
+    message = last_delivery(app)
+    assert app.process(message, lambda *args: pytest.fail("ran"), receive_count=3) == "requeued"
+    assert app.items() == []
+    app.sqs.delete_message(QueueUrl=app.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    [fresh] = app.receive()
+    assert fresh["Attributes"]["ApproximateReceiveCount"] == "1"
+    assert invoke("worker", app.sqs_event([fresh])) == {"batchItemFailures": []}
+    done = job(app, unrecorded.task_id)
+    assert done.status.value == "SUCCESS" and done.attempts == 1
+
+
+def test_two_deliveries_of_an_unrecorded_job_run_it_once(app):
+    """Two workers meet the same unrecorded job at once: one records it (claimed), the
+    other's put is refused and its claim finds the job running: it runs once."""
+    from siprems.jobs.runner import KeepMessage
+
+    unrecorded = Job.new(JobType.PREDICT, product_sku="BRD-001", params={"days": 7})
+    for _ in range(2):  # SQS delivers a message twice
+        app.services.queue.send(unrecorded.message())
+    first, second = app.receive()
+    runs: list[str] = []
+
+    def run(job, services, work_dir):
+        runs.append(job.task_id)
+        with pytest.raises(KeepMessage):  # the other delivery, meanwhile: handed back
+            app.process(second, lambda *args: pytest.fail("ran twice"))
+        return {"product_sku": job.product_sku}
+
+    assert app.process(first, run) == "succeeded"
+    assert runs == [unrecorded.task_id]
+    done = job(app, unrecorded.task_id)
+    assert done.status.value == "SUCCESS" and done.attempts == 1
+
+
 @pytest.mark.parametrize("days", [1, 30])
 def test_predict_job_returns_the_requested_horizon(app, days):
     event = api_event("submit/predict-async.json", body={"product_sku": "CKE-001", "days": days})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zlib
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +13,7 @@ from siprems.jobs.model import (
     JobError,
     JobStatus,
     JobType,
+    TrainAllTrigger,
     child_task_id,
     pack_json,
     scheduled_parent_id,
@@ -50,6 +52,53 @@ def test_job_item_round_trip_and_ttl():
     assert item["created_at"] == "2026-11-28T12:00:00.000Z"
     assert item["expires_at"] == int((now + timedelta(days=30)).timestamp())
     assert Job.from_item(item) == job
+
+
+def test_a_message_carries_the_job_as_submitted():
+    """The submit routes queue a job before they record it: its message carries everything
+    its item holds until it runs, so a worker can record it (``Job.from_message``)."""
+    job = predict_job(requested_by="7", ttl_days=30)
+    body = json.loads(json.dumps(job.message()))  # through SQS
+    assert Job.from_message(body) == job
+    child = Job.new(JobType.TRAIN, product_sku="RLL-001", parent_id=job.task_id)
+    assert Job.from_message(child.message()) == child
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"task_id": "t-1", "type": "predict", "product_sku": "BRD-001"},  # queued before
+        {"task_id": "t-1", "type": "predict", "created_at": "x", "expires_at": "soon"},
+        {"parent_id": "p-1"},
+        "not a job",
+        None,
+    ],
+)
+def test_a_message_without_a_whole_job_carries_none(body):
+    assert Job.from_message(body) is None
+
+
+def test_a_claimed_job_is_what_a_claim_leaves(jobs_store):
+    """What the worker records for a job it meets before its item: the same job as a
+    PENDING item claimed with ``mark_started``."""
+    now = datetime.now(UTC)
+    job = predict_job()
+    jobs_store.create(job)
+    claimed = jobs_store.mark_started(job.task_id, stale_after=STALE, now=now).job
+    assert job.claimed(now) == claimed
+
+
+def test_a_trigger_from_the_api_carries_its_parent_to_record():
+    parent = Job.new(JobType.TRAIN_ALL, requested_by="1")
+    payload = json.loads(json.dumps(TrainAllTrigger.for_parent(parent).payload))
+    trigger = TrainAllTrigger.from_payload(payload)
+    assert trigger is not None
+    assert (trigger.parent_id, trigger.parent) == (parent.task_id, parent)
+    other = Job.new(JobType.TRAIN_ALL)
+    for wrong in (other.message(), predict_job(task_id=parent.task_id).message()):
+        mismatched = TrainAllTrigger.from_payload({"parent_id": parent.task_id, "parent": wrong})
+        assert mismatched is not None and mismatched.parent is None  # runs only if it exists
+    assert TrainAllTrigger.from_payload({"parent_id": parent.task_id}).parent is None
 
 
 def test_child_and_schedule_ids_are_deterministic():

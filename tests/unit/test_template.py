@@ -369,6 +369,15 @@ def test_the_worker_may_read_the_model_versions_its_metadata_names(transformed):
         assert {"Fn::Sub": "${ModelsBucket.Arn}/models/*"} in resources, (action, resources)
 
 
+def test_the_worker_and_train_all_may_record_a_job_queued_before_its_item(transformed):
+    """The submit routes queue a job (or invoke train_all), then record it: the worker (and
+    train_all, for its parent) records one whose item does not exist yet with a PutItem of
+    its own, which IAM checks as such (moto and LocalStack do not check IAM)."""
+    for function in ("worker", "train_all"):
+        _, _, role = function_roles(transformed)[function]
+        assert {"Fn::GetAtt": ["JobsTable", "Arn"]} in granted(role, "dynamodb:PutItem"), function
+
+
 def test_the_status_function_queries_the_indexes_only(transformed):
     _, _, role = function_roles(transformed)["status"]
     assert granted(role, "dynamodb:Query") == [{"Fn::Sub": "${JobsTable.Arn}/index/*"}]

@@ -1,6 +1,8 @@
 """The jobs queue (SQS): publishing, backoff and the dead-letter queue.
 
-Messages carry only what identifies a job (the DynamoDB item is the source of truth).
+A job's message carries the job as it is recorded before it runs (``Job.message``): the
+submit routes queue it before they record it. Once recorded, the DynamoDB item is the source
+of truth.
 """
 
 from __future__ import annotations

@@ -60,17 +60,16 @@ class FanOut:
     queued: int
 
 
-def parent_for_schedule(services: Services, tick: str) -> str:
-    """The parent of a schedule tick (its event time), created if it does not exist."""
-    parent = Job.new(
+def scheduled_parent(services: Services, tick: str) -> Job:
+    """The parent of a schedule tick (its event time), as train_all records it on the
+    tick's first run."""
+    return Job.new(
         JobType.TRAIN_ALL,
         task_id=scheduled_parent_id(tick),
         params={"trigger": "schedule", "tick": tick},
         requested_by="schedule",
         ttl_days=services.settings.job_ttl_days,
     )
-    services.store.create(parent)
-    return parent.task_id
 
 
 def train_all(
@@ -79,11 +78,19 @@ def train_all(
     *,
     seconds_left: Callable[[], float] = lambda: LAMBDA_MAX_SECONDS,
     sleep: Callable[[float], None] = time.sleep,
+    record_if_missing: Job | None = None,
 ) -> FanOut:
     """Fan out the children of ``parent_id``. ``seconds_left`` is the invocation's remaining
-    time: the fan-out lease lasts that long (plus a margin), so it outlives its holder."""
+    time: the fan-out lease lasts that long (plus a margin), so it outlives its holder.
+    ``record_if_missing``: the parent, recorded (PENDING) if it does not exist: a nightly
+    tick's on its first run, or the API's when train_all runs before its route recorded it
+    (the route invokes first), or the route died in between."""
     store = services.store
     state = store.fan_out_state(parent_id, with_skus=False)
+    if state is None and record_if_missing is not None and not record_if_missing.expired:
+        if store.create(record_if_missing):
+            logger.info("train_all parent recorded", extra={"task_id": parent_id})
+        state = store.fan_out_state(parent_id, with_skus=False)
     if state is None:
         raise NotFoundError(f"no train_all parent job {parent_id!r}", task_id=parent_id)
     parent = state.parent

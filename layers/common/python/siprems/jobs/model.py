@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -108,13 +109,24 @@ def scheduled_parent_id(tick: str) -> str:
 
 @dataclass(frozen=True)
 class TrainAllTrigger:
-    """What starts the train_all function: the API's ``{"parent_id": ...}`` or the nightly
-    rule's scheduled event. Lambda dead-letters such a payload as it was sent when every
+    """What starts the train_all function: the API's ``{"parent_id": ..., "parent": ...}``
+    (``for_parent``; without "parent" before 2026-11-30) or the nightly rule's scheduled
+    event. Lambda dead-letters such a payload as it was sent when every
     attempt failed, so the DLQ view and the worker recognise it as well as the function."""
 
     payload: dict[str, Any]
     parent_id: str  # the parent job: given, or derived from the schedule tick
     scheduled_time: str | None = None
+    # The API's parent, as its message carries it (``Job.message``): the route invokes
+    # train_all before it records the parent, and train_all records it if it is missing.
+    parent: Job | None = None
+
+    @classmethod
+    def for_parent(cls, parent: Job) -> TrainAllTrigger:
+        """What the training-all route invokes train_all with: the parent to run, and to
+        record if its route died before it did."""
+        payload = {"parent_id": parent.task_id, "parent": parent.message()}
+        return cls(payload, parent.task_id, parent=parent)
 
     @classmethod
     def from_payload(cls, payload: Any) -> TrainAllTrigger | None:
@@ -123,7 +135,12 @@ class TrainAllTrigger:
             return None
         parent_id = payload.get("parent_id")
         if isinstance(parent_id, str) and parent_id:
-            return cls(payload, parent_id)
+            parent = Job.from_message(payload.get("parent"))
+            if parent is not None and (
+                parent.task_id != parent_id or parent.type is not JobType.TRAIN_ALL
+            ):
+                parent = None  # not this trigger's parent: only one that exists is run
+            return cls(payload, parent_id, parent=parent)
         tick = payload.get("time")
         if payload.get("detail-type") == "Scheduled Event" and isinstance(tick, str) and tick:
             return cls(payload, scheduled_parent_id(tick), scheduled_time=tick)
@@ -226,6 +243,11 @@ class Job(BaseModel):
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
+    @property
+    def expired(self) -> bool:
+        """Past ``expires_at``: gone for clients, and deleted by DynamoDB's TTL (days later)."""
+        return self.expires_at <= time.time()
+
     @functools.cached_property
     def result(self) -> dict[str, Any] | None:
         """The result kept in the item, or None (then ``result_key`` names it in S3)."""
@@ -253,11 +275,56 @@ class Job(BaseModel):
         return cls(**data)
 
     def message(self) -> dict[str, Any]:
-        """The SQS message body: the item is the source of truth, the rest is for logs."""
-        body: dict[str, Any] = {"task_id": self.task_id, "type": self.type.value}
-        if self.product_sku:
-            body["product_sku"] = self.product_sku
+        """The SQS message body: the job as it is recorded before it runs. The submit routes
+        queue a job before they record it (``jobs.service.submit``), so a worker may meet the
+        message of a job whose item does not exist yet, or never will (its submit died in
+        between): it records the job from here (``from_message``). Once the item exists, it
+        is the source of truth and the rest of the message is for logs."""
+        body = self.model_dump(mode="json", exclude_none=True, include=MESSAGE_FIELDS)
+        if not body.get("params"):
+            body.pop("params", None)
         return body
+
+    @classmethod
+    def from_message(cls, body: Any) -> Job | None:
+        """The job a message carries, PENDING as it was submitted; None if the body does not
+        carry one (a message queued before messages carried their job, or not a job's)."""
+        if not isinstance(body, dict):
+            return None
+        try:
+            return cls(**{name: body[name] for name in MESSAGE_FIELDS if name in body})
+        except ValueError:  # pydantic's ValidationError: a field missing or malformed
+            return None
+
+    def claimed(self, now: datetime | None = None) -> Job:
+        """This PENDING job as a worker's claim leaves it (``JobStore.mark_started``): what a
+        worker records for a job it meets before its item exists, the record and the claim in
+        one conditional put."""
+        moment = iso(now or utc_now())
+        return self.model_copy(
+            update={
+                "status": JobStatus.STARTED,
+                "attempts": self.attempts + 1,
+                "started_at": moment,
+                "updated_at": moment,
+            }
+        )
+
+
+# What a job's message carries: everything its item holds before it runs (``Job.message``).
+MESSAGE_FIELDS = frozenset(
+    {
+        "task_id",
+        "type",
+        "product_sku",
+        "params",
+        "parent_id",
+        "requested_by",
+        "created_at",
+        "updated_at",
+        "expires_at",
+    }
+)
 
 
 def pack_json(value: Any) -> bytes:

@@ -14,6 +14,13 @@ its job still waiting. So on a message's last delivery, a job that cannot run no
 again as a fresh message (sent first, then the old one acknowledged: at least once) instead;
 the job's own ``attempts`` still bounds its retries.
 
+A message may come before its job's item: the submit routes queue a job, then record it, so
+that a submit that dies in between leaves a job that runs rather than a PENDING one that
+nothing runs. The message carries the whole job (``Job.message``): when the claim finds no
+item, the job is recorded from it, already claimed, with one conditional put (the submit's
+own put then finds it and leaves it). Only then: the normal path has no extra request. A job
+past its expiry is not recorded again (its item was deleted by TTL).
+
 A worker that stops without an outcome (Lambda timeout, crash) records nothing. On a message's
 last delivery, a STARTED job whose start is stale (its worker stopped) is therefore not run a
 third time: it fails with ``worker_stopped``, marked ``dead_lettered``, and its message is kept
@@ -273,19 +280,24 @@ class JobRunner:
         stale_after = timedelta(seconds=self.settings.worker_timeout_seconds)
         if self._last_delivery(message):
             current = self._dead_letter_if_worker_stopped(message, stale_after)
-            if current is not None and _would_run(current, message):
+            if (current is None and _unrecorded(message) is not None) or (
+                current is not None and _would_run(current, message)
+            ):
                 # No run starts on a message's last delivery: a worker stopped on it (a
                 # timeout, a crash) would leave the job STARTED, its message in the DLQ and
-                # nothing to notice. A fresh message runs it; the job's attempts still bound
-                # its runs, and its deliveries still end in worker_stopped if it keeps dying.
-                running = current.status is JobStatus.STARTED
+                # nothing to notice. A fresh message runs it (recording it first if it is not
+                # yet); the job's attempts still bound its runs, and its deliveries still end
+                # in worker_stopped if it keeps dying.
+                running = current is not None and current.status is JobStatus.STARTED
                 delay = self.settings.worker_timeout_seconds if running else 0
                 return self._hand_back(message, delay, "no run starts on a last delivery")
         claim = store.mark_started(message.task_id, stale_after=stale_after)
+        if claim.outcome is Outcome.NOT_FOUND and (job := _unrecorded(message)) is not None:
+            claim = self._record_and_claim(job, stale_after)
         if claim.outcome is Outcome.TERMINAL and claim.job and claim.job.dead_lettered:
             claim = self._redrive(message, claim.job)
         if claim.outcome is Outcome.NOT_FOUND:
-            logger.warning("no such job (expired or never recorded): message dropped")
+            logger.warning("no such job, and none to record (expired, or an old message): dropped")
             return "missing"
         if claim.outcome is Outcome.TERMINAL:
             assert claim.job is not None
@@ -348,6 +360,16 @@ class JobRunner:
             },
         )
         return "succeeded"
+
+    def _record_and_claim(self, job: Job, stale_after: timedelta) -> Transition:
+        """A job queued but not recorded: its submit queues first and records next, and may
+        not have yet, or have died in between. Recorded from its message already claimed
+        (one conditional put); if its submit recorded it meanwhile, claimed as any job."""
+        claimed = job.claimed()
+        if self.services.store.create(claimed):
+            logger.info("job recorded from its message: its submit had not recorded it")
+            return Transition(Outcome.APPLIED, claimed)
+        return self.services.store.mark_started(job.task_id, stale_after=stale_after)
 
     def _result_to_record(self, job: Job, result: dict[str, Any]) -> dict[str, Any]:
         """``mark_succeeded``'s result argument: the packed result, or, above
@@ -504,6 +526,14 @@ class JobRunner:
             if job.parent_id not in self._parents_cancelled:
                 self._parents_cancelled[job.parent_id] = _revoked(self.services, job.parent_id)
             return self._parents_cancelled[job.parent_id]
+
+
+def _unrecorded(message: Message) -> Job | None:
+    """The job a message carries, to record when its item does not exist: None if the
+    message carries none (queued before messages carried their job) or the job has expired
+    (its item was deleted by TTL, and stays gone)."""
+    job = Job.from_message(message.body)
+    return None if job is None or job.expired else job
 
 
 def _would_run(job: Job, message: Message) -> bool:

@@ -19,7 +19,6 @@ from siprems.errors import (
 from siprems.jobs.model import (
     STATUS_MESSAGES,
     Job,
-    JobError,
     JobStatus,
     JobType,
     TrainAllTrigger,
@@ -36,18 +35,13 @@ def require_product(services: Services, sku: str) -> None:
 
 
 def submit(services: Services, job: Job) -> Job:
-    """Record the job (PENDING), then queue it. If it cannot be queued the job is marked
-    FAILURE (so no PENDING job is left that nothing will run) and the error is raised."""
-    queue = services.require_queue()
-    if not services.store.create(job):
-        existing = services.store.get(job.task_id)
-        if existing is not None:
-            return existing
-    try:
-        queue.send(job.message())
-    except SipremsError as exc:
-        services.store.mark_failed(job, error=JobError.of(exc), owned=False)
-        raise
+    """Queue the job, then record it (PENDING). In that order so that no job is recorded
+    that nothing will run or fail: a submit that dies in between (the client gets a 5xx)
+    has queued a message that carries the whole job, and the worker records it from there
+    (``JobRunner``). If it cannot be queued, nothing is written and the error is raised. The
+    worker may record it first: the job is then returned as the worker left it."""
+    services.require_queue().send(job.message())
+    job = _record_queued(services, job)
     metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
     logger.info(
         "job submitted",
@@ -74,27 +68,33 @@ def new_job(
 
 
 def start_train_all(services: Services, principal: Principal | None) -> Job:
-    """The API path of training every product: the parent job is recorded here and the
-    train_all function (the nightly rule's target) is started on it asynchronously."""
+    """The API path of training every product: the train_all function (the nightly rule's
+    target) is started asynchronously on a new parent job, then the parent is recorded;
+    train_all records it itself when it runs first, or when this route died in between
+    (``fanout.train_all``), as the worker does for ``submit``. If it cannot be started,
+    nothing is written and the error is raised."""
     if services.invoker is None:
         raise SipremsError("TRAIN_ALL_FUNCTION is not configured")
     parent = new_job(services, JobType.TRAIN_ALL, principal=principal)
-    services.store.create(parent)
-    try:
-        services.invoker.invoke({"parent_id": parent.task_id})
-    except SipremsError as exc:
-        services.store.mark_failed(parent, error=JobError.of(exc), owned=False)
-        raise
+    services.invoker.invoke(TrainAllTrigger.for_parent(parent).payload)
+    parent = _record_queued(services, parent)
     metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
     logger.info("train_all submitted", extra={"task_id": parent.task_id})
     return parent
+
+
+def _record_queued(services: Services, job: Job) -> Job:
+    """Record a job already queued (PENDING); if what runs it recorded it first, the job as
+    that left it."""
+    created, existing = services.store.create_or_get(job)
+    return existing if not created and existing is not None else job
 
 
 def get_job(services: Services, task_id: str) -> Job:
     """The job, as clients see it: one past its ``expires_at`` is gone (DynamoDB's TTL
     deletes it up to days later; its large result may already have expired in S3)."""
     job = services.store.get(task_id)
-    if job is None or job.expires_at <= time.time():
+    if job is None or job.expired:
         raise NotFoundError(f"no task with id {task_id!r}", task_id=task_id)
     return job
 

@@ -330,8 +330,7 @@ class JobStore:
 
     def mark_failed(self, job: Job, *, error: JobError, owned: bool = True) -> Transition:
         """-> FAILURE with the error. ``owned``: the caller runs the job's current attempt
-        (worker); otherwise any non-terminal job may fail (e.g. its message could not be
-        queued)."""
+        (worker); otherwise any job that has not finished may fail."""
         return self._finish(
             job, JobStatus.FAILURE, changes={"error": error.model_dump()}, owned=owned
         )
