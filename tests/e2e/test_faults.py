@@ -290,7 +290,9 @@ def test_train_all_failing_every_attempt_is_dead_lettered_and_runs_when_redriven
         f"\n[train-all dlq] in the DLQ {in_dlq_at - submitted_at:.0f} s after submission;"
         f" parent {waiting['status']}; body {dead['body']}; error {dead['error']}"
     )
-    assert dead["body"] == {"parent_id": parent_id}
+    # the event as the route sent it: the parent, and the parent to record if it were missing
+    assert dead["body"]["parent_id"] == dead["body"]["parent"]["task_id"] == parent_id
+    assert dead["body"]["parent"]["type"] == "train_all"
     assert dead["train_all"] == {"parent_id": parent_id, "scheduled_time": None}
     assert "database" in dead["error"]["message"].lower(), dead["error"]
     assert waiting["status"] == "PENDING" and "progress" not in waiting
