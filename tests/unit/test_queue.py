@@ -139,18 +139,13 @@ def test_sqs_and_lambda_calls_give_up_well_inside_the_submit_functions_timeout(m
     most their attempts, each up to its connect and read timeouts, with standard mode's
     backoff before each retry (at most 2^(n-1) s before retry n): all of it within half the
     submit function's timeout in template.yaml, the rest for its other calls."""
-    from siprems.config import load_settings
-    from siprems.jobs.services import build_services
+    from tests.fixtures.app import load_template, services_from_env
 
-    from tests.fixtures.app import load_template
-
-    monkeypatch.setenv("JOBS_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/jobs")
-    monkeypatch.setenv("TRAIN_ALL_FUNCTION", "siprems-train-all")
-    load_settings.cache_clear()
-    try:
-        services = build_services()
-    finally:
-        load_settings.cache_clear()
+    services = services_from_env(
+        monkeypatch,
+        JOBS_QUEUE_URL="https://sqs.us-east-1.amazonaws.com/123456789012/jobs",
+        TRAIN_ALL_FUNCTION="siprems-train-all",
+    )
     submit = load_template()["Resources"]["SubmitFunction"]["Properties"]
     for client in (services.queue._sqs, services.invoker._lambda):
         config = client.meta.config

@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from aws_lambda_powertools.utilities.batch import EventType, process_partial_response
 from siprems.jobs.batch import ConcurrentBatchProcessor
-from siprems.jobs.services import LazyClient, build_services
+from siprems.jobs.services import LazyClient
 
+from tests.fixtures.app import services_from_env
 from tests.fixtures.sqs_events import sqs_event
 
 # How long a test waits for the other records before calling it a deadlock: a guard, not a
@@ -118,17 +119,12 @@ def test_a_lazy_client_is_built_on_first_use_and_once_from_many_threads():
 
 def test_services_build_the_sqs_s3_and_lambda_clients_only_when_used(aws, monkeypatch):
     import boto3
-    from siprems.config import load_settings
 
     queue_url = boto3.client("sqs").create_queue(QueueName="jobs")["QueueUrl"]
     monkeypatch.setenv("JOBS_QUEUE_URL", queue_url)
     monkeypatch.setenv("MODELS_BUCKET", "models")
     monkeypatch.setenv("TRAIN_ALL_FUNCTION", "train-all")
-    load_settings.cache_clear()
-    try:
-        services = build_services()
-    finally:
-        load_settings.cache_clear()
+    services = services_from_env(monkeypatch)
     sqs, s3, lambda_ = services.queue._sqs, services.models._s3, services.invoker._lambda
     assert not (sqs.built or s3.built or lambda_.built)
 
@@ -144,7 +140,6 @@ def test_the_lambda_client_calls_its_own_endpoint_when_one_is_set(
     monkeypatch, lambda_endpoint, expected
 ):
     """sam local start-lambda serves Lambda's API apart from the other services."""
-    from siprems.config import load_settings
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://aws.local:4566")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -153,11 +148,7 @@ def test_the_lambda_client_calls_its_own_endpoint_when_one_is_set(
         monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", lambda_endpoint)
     else:
         monkeypatch.delenv("AWS_ENDPOINT_URL_LAMBDA", raising=False)
-    load_settings.cache_clear()
-    try:
-        services = build_services()
-    finally:
-        load_settings.cache_clear()
+    services = services_from_env(monkeypatch)
     assert services.invoker._lambda.meta.endpoint_url == expected
     assert services.models._s3.meta.endpoint_url == "http://aws.local:4566"
 
