@@ -281,6 +281,28 @@ def test_the_submits_record_meets_the_job_its_worker_recorded_first(app, monkeyp
     assert stored_result(app, task_id)["product_sku"] == "BRD-001"
 
 
+def test_a_job_recorded_between_its_workers_claim_and_the_claims_read_is_run(app, monkeypatch):
+    """Under load a worker's claim can meet no item, and the read that tells why find the
+    item its submit put just after (queued first, recorded next): the job is claimed and run,
+    not acknowledged and left PENDING with its message gone (seen in the e2e load run)."""
+    unrecorded = Job.new(JobType.PREDICT, product_sku="BRD-001", params={"days": 7})
+    app.services.queue.send(unrecorded.message())
+    [message] = app.receive()
+    store = app.services.store
+    get = store.get
+
+    def recorded_just_now(task_id, *args, **kwargs):
+        if task_id == unrecorded.task_id and not app.items():
+            assert store.create(unrecorded)  # the submit's put lands now
+        return get(task_id, *args, **kwargs)
+
+    monkeypatch.setattr(store, "get", recorded_just_now)
+    ran = app.process(message, lambda job, services, work_dir: {"product_sku": job.product_sku})
+    assert ran == "succeeded"
+    done = job(app, unrecorded.task_id)
+    assert done.status.value == "SUCCESS" and done.attempts == 1
+
+
 @pytest.mark.parametrize("why", ["expired", "no job in the message"])
 def test_a_message_whose_job_cannot_be_recorded_is_dropped(app, why):
     """A job past its expiry is not recorded again (its item was deleted by TTL: a job once

@@ -197,23 +197,31 @@ class JobStore:
         """PENDING/RETRY -> STARTED, attempts + 1. A STARTED job is taken over only when its
         start is older than ``stale_after`` (the worker timeout: that worker is dead)."""
         now = now or utc_now()
-        return self._update(
-            task_id,
-            update="SET #s = :started, started_at = :now, updated_at = :now ADD attempts :one",
-            condition=(
-                "attribute_exists(task_id) AND (#s IN (:pending, :retry)"
-                " OR (#s = :started AND started_at < :stale))"
-            ),
-            values={
-                ":started": JobStatus.STARTED.value,
-                ":pending": JobStatus.PENDING.value,
-                ":retry": JobStatus.RETRY.value,
-                ":now": iso(now),
-                ":stale": iso(now - stale_after),
-                ":one": 1,
-            },
-            busy_if_started=True,
-        )
+        for _ in range(2):
+            claim = self._update(
+                task_id,
+                update="SET #s = :started, started_at = :now, updated_at = :now ADD attempts :one",
+                condition=(
+                    "attribute_exists(task_id) AND (#s IN (:pending, :retry)"
+                    " OR (#s = :started AND started_at < :stale))"
+                ),
+                values={
+                    ":started": JobStatus.STARTED.value,
+                    ":pending": JobStatus.PENDING.value,
+                    ":retry": JobStatus.RETRY.value,
+                    ":now": iso(now),
+                    ":stale": iso(now - stale_after),
+                    ":one": 1,
+                },
+                busy_if_started=True,
+            )
+            # Refused, yet read waiting: the item did not exist at the claim and was written
+            # just after it (a submit queues its job, then records it): claimed again.
+            if claim.outcome is not Outcome.CONFLICT or claim.job is None:
+                return claim
+            if claim.job.status not in (JobStatus.PENDING, JobStatus.RETRY):
+                return claim
+        return claim
 
     def mark_worker_stopped(
         self,
