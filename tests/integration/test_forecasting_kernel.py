@@ -1,8 +1,8 @@
 """The numpy kernel against Prophet itself, on models fitted to the Kiel data: the point
 forecast equals ``predict``'s yhat and, for a given seed, the samples equal
-``predictive_samples`` (same draws), for the original and the improved settings, a model with
-conditional seasonalities, a weekly seasonality with its own prior, and a short (seasonal)
-product."""
+``predictive_samples`` (same draws), for the original and the improved settings (their weekend
+terms: a calendar condition), a model with conditional seasonalities, a weekly seasonality
+with its own prior, and a short (seasonal) product."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*(inplace keyword|convert_dates
 SEED = 20130701
 CASES = {
     "legacy": ("BRD-001", ForecastOptions.legacy()),
+    # the weekend's own yearly terms: a seasonality on a calendar condition
     "default": ("CKE-001", ForecastOptions.default()),
     # conditional seasonalities (weekly pattern by season) and a promo regressor that varies
     "summer_winter": (
@@ -56,6 +57,12 @@ def fitted(postgres_url, tmp_path_factory):
         return models
     finally:
         conn.close()
+
+
+def test_the_improved_settings_fit_a_yearly_curve_for_weekends(fitted):
+    model = fitted["default"][0].model
+    assert model.seasonalities["yearly_weekend"]["condition_name"] == "weekend"
+    assert model.seasonalities["yearly_weekend"]["fourier_order"] == 3
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

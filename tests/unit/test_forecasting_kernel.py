@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from siprems.forecasting.kernel import ForecastKernel
+from siprems.forecasting.kernel import ForecastKernel, weekend
 
 START = np.datetime64("2020-01-01", "D")
 NS_PER_DAY = 86_400 * 10**9
@@ -88,3 +88,21 @@ def test_unknown_conditions_and_missing_regressors_are_refused():
     assert ForecastKernel.from_dict(other).point(
         START + np.arange(3), regressors={"price": np.ones(3)}
     ).shape == (3,)
+
+
+def test_the_weekend_condition_is_a_rule_of_the_calendar():
+    """A seasonality on weekends only needs no condition values from the caller and none from
+    the training data (a shop closed on Mondays still gets its Mondays forecast)."""
+    saturday = np.datetime64("2024-06-01", "D")
+    days = saturday + np.arange(14)
+    assert (
+        weekend(days.astype(np.int64)).tolist()
+        == [True, True, False, False, False, False, False] * 2
+    )
+    model = {**MODEL, "seasonalities": [["yearly_weekend", 365.25, 1, "weekend"]], "conditions": {}}
+    kernel = ForecastKernel.from_dict(model)
+    got = kernel.point(days)
+    given = kernel.point(days, conditions={"weekend": weekend(days.astype(np.int64))})
+    np.testing.assert_array_equal(got, given)
+    always = kernel.point(days, conditions={"weekend": np.ones(14, dtype=bool)})
+    assert (got != always).sum() == 10  # the weekdays differ, the weekend days do not

@@ -25,6 +25,7 @@ def test_legacy_holds_every_option_of_the_original():
     assert (legacy.event_lower_window, legacy.event_upper_window) == (-2, 1)
     assert (legacy.correction_min, legacy.correction_max) == (0.85, 1.15)
     assert legacy.holiday_country is None
+    assert legacy.weekend_yearly_order is None  # one yearly curve for every day
 
 
 def test_default_differs_from_legacy():
@@ -65,6 +66,8 @@ def test_unknown_and_invalid_overrides_are_input_errors():
         ForecastOptions(n_changepoints=-1)
     with pytest.raises(InvalidInputError, match="weekly_prior_scale"):
         ForecastOptions(weekly_prior_scale=0.0)
+    with pytest.raises(InvalidInputError, match="weekend_yearly_order"):
+        ForecastOptions(weekend_yearly_order=0)
 
 
 def test_settings_select_the_profile_and_apply_json_overrides():

@@ -187,6 +187,24 @@ def test_summer_winter_weekly_terms_go_with_the_weekly_ones():
     assert supported.summer_winter_weekly is False and supported.weekly_seasonality is False
 
 
+def test_weekend_yearly_terms_need_the_yearly_ones_and_a_year_of_weekend_days():
+    """The weekend's own yearly curve (order 3: six terms) is pinned down by weekend days with
+    sales, four a term over a whole year, and only goes on top of the yearly curve."""
+    start = date(2023, 1, 2)  # a Monday
+    weekdays = [
+        start + timedelta(days=i) for i in range(400) if (start + timedelta(days=i)).weekday() < 5
+    ]
+    supported = _supported(weekdays)
+    assert supported.weekend_yearly_order is None and supported.yearly_seasonality == 6
+    # Saturdays three weeks apart: 23 of them span 463 days, one short of 24
+    saturdays = [start + timedelta(days=5 + 21 * i) for i in range(24)]
+    assert _supported(weekdays + saturdays[:23]).weekend_yearly_order is None
+    assert _supported(weekdays + saturdays).weekend_yearly_order == 3
+    # under a year of sales: no yearly curve, so no weekend one either
+    short = [start + timedelta(days=i) for i in range(364)]
+    assert _supported(short).weekend_yearly_order is None
+
+
 def test_monthly_terms_need_two_months_and_four_days_a_term():
     legacy = ForecastOptions.legacy()  # order 15: 30 terms, 120 days with sales
     days = [date(2023, 1, 1) + timedelta(days=i) for i in range(120)]

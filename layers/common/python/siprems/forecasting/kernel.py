@@ -32,6 +32,17 @@ _NS_PER_DAY = 86_400 * 10**9
 _DELIM = "_delim_"
 
 
+def weekend(day_numbers: np.ndarray) -> np.ndarray:
+    """Saturday or Sunday, for days counted from 1970-01-01 (a Thursday)."""
+    return (np.asarray(day_numbers, dtype=np.int64) + 3) % 7 >= 5
+
+
+# Seasonality conditions that are a rule of the calendar: training builds the condition's
+# column with the same function (siprems.forecasting.train.add_conditions), so every day of
+# every shop has its value, including weekdays a product never sold on.
+CALENDAR_CONDITIONS = {"weekend": weekend}
+
+
 @dataclass(frozen=True)
 class Seasonality:
     name: str
@@ -144,7 +155,8 @@ class ForecastKernel:
         """yhat on the model's scale for ``days`` (ascending), as Prophet's ``predict``.
 
         ``promo`` is the value of a ``promo`` regressor (0 if None); other regressors come in
-        ``regressors``. Seasonality conditions are derived from the month unless given.
+        ``regressors``. Seasonality conditions are derived from the month (or the calendar rule
+        of ``CALENDAR_CONDITIONS``) unless given.
         """
         day_numbers = _day_numbers(days)
         t = self._t(day_numbers)
@@ -290,6 +302,8 @@ class ForecastKernel:
             if s.condition is not None:
                 if conditions is not None and s.condition in conditions:
                     active = np.asarray(conditions[s.condition], dtype=bool)
+                elif s.condition in CALENDAR_CONDITIONS:
+                    active = CALENDAR_CONDITIONS[s.condition](day_numbers)
                 else:
                     if months is None:
                         months = _months(day_numbers)
@@ -409,9 +423,11 @@ def _conditions_by_month(
     history: Any, seasonalities: tuple[Seasonality, ...]
 ) -> dict[str, tuple[bool | None, ...]]:
     """Each condition's value per month, read from the training data. A condition that is
-    not a function of the month is left out: callers pass its values (``conditions=``)."""
+    not a function of the month is left out: callers pass its values (``conditions=``),
+    unless it is one of the ``CALENDAR_CONDITIONS``."""
     conditions: dict[str, tuple[bool | None, ...]] = {}
     names = {s.condition for s in seasonalities if s.condition is not None}
+    names -= set(CALENDAR_CONDITIONS)
     if not names:
         return conditions
     day_numbers = np.asarray(history["ds"].to_numpy(), dtype="datetime64[D]").astype(np.int64)

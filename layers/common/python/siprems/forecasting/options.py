@@ -50,6 +50,10 @@ class ForecastOptions:
     # weekly pattern that differs between summer (Apr..Sep) and winter: a conditional
     # seasonality pair replaces the single weekly one when enabled
     summer_winter_weekly: bool = False
+    # the weekend's own yearly curve (Fourier order), on top of the yearly one: Saturdays and
+    # Sundays do not follow the year as weekdays do (in the summer holidays the weekend's lead
+    # over the weekdays shrinks); None = off
+    weekend_yearly_order: int | None = None
     promo_regressor: bool = True
     uncertainty_samples: int = 1000
     # L-BFGS stopping rule (cmdstan's tol_rel_grad; None = cmdstan's default 1e7). Looser
@@ -120,6 +124,8 @@ class ForecastOptions:
             problems.append("warm_start_nights must be >= 0")
         if self.interval_scale <= 0:
             problems.append("interval_scale must be > 0")
+        if self.weekend_yearly_order is not None and self.weekend_yearly_order < 1:
+            problems.append("weekend_yearly_order must be >= 1 or None")
         if self.recent_level_days is not None and self.recent_level_days < 1:
             problems.append("recent_level_days must be >= 1 or None")
         if problems:
@@ -161,6 +167,9 @@ class ForecastOptions:
             # a week that ran above (below) the fit tends to go on doing so for a while:
             # backtest 0.744 -> 0.741, validation year 0.658 -> 0.655 (docs/FORECASTING.md)
             recent_level_days=7,
+            # weekends follow the year in their own way: backtest 0.741 -> 0.718, validation
+            # year 0.655 -> 0.642 (docs/FORECASTING.md "Fourth round")
+            weekend_yearly_order=3,
         )
 
     @classmethod

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from siprems.errors import InsufficientDataError
+from siprems.forecasting.kernel import weekend
 from siprems.forecasting.scale import to_original_scale  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
@@ -118,21 +119,27 @@ WEEKDAYS_NEEDED = 6
 ROWS_PER_WEEKDAY = 2
 
 
+def day_numbers(days: pd.Series) -> np.ndarray:
+    """Days since 1970-01-01 (the numpy kernel's day numbers) of a datetime column."""
+    return days.to_numpy().astype("datetime64[D]").astype(np.int64)
+
+
 def seasonalities_supported(options: ForecastOptions, observed: pd.DataFrame) -> ForecastOptions:
     """``options`` without the seasonalities the days with sales in the training window
     (``max_history_days``) cannot determine: yearly (monthly) without a whole year (two
     months) between the first and the last sale or with fewer than four days with sales per
-    Fourier term; weekly without six weekdays seen twice. A product with years of daily
+    Fourier term; weekly without six weekdays seen twice; the weekend's yearly terms without
+    the yearly ones or without such a year of weekend days. A product with years of daily
     sales keeps every seasonality (the options unchanged)."""
     days = observed.loc[observed["y"] > 0, "ds"]
     if days.empty:
         return options
     if options.max_history_days is not None:
         days = days[days > days.iloc[-1] - pd.Timedelta(days=options.max_history_days)]
-    span = (days.iloc[-1] - days.iloc[0]).days + 1
 
-    def determined(order: int, period_days: float) -> bool:
-        return span >= period_days and len(days) >= ROWS_PER_TERM * 2 * order
+    def determined(order: int, period_days: float, seen: pd.Series = days) -> bool:
+        span = (seen.iloc[-1] - seen.iloc[0]).days + 1 if len(seen) else 0
+        return span >= period_days and len(seen) >= ROWS_PER_TERM * 2 * order
 
     changes: dict[str, object] = {}
     yearly = options.yearly_seasonality
@@ -145,4 +152,12 @@ def seasonalities_supported(options: ForecastOptions, observed: pd.DataFrame) ->
     if options.weekly_seasonality and (weekdays >= ROWS_PER_WEEKDAY).sum() < WEEKDAYS_NEEDED:
         changes["weekly_seasonality"] = False
         changes["summer_winter_weekly"] = False
+    weekend_order = options.weekend_yearly_order
+    if weekend_order and (
+        not options.yearly_seasonality
+        or "yearly_seasonality" in changes
+        # pinned down by the weekend's own days with sales
+        or not determined(weekend_order, YEAR_DAYS, days[weekend(day_numbers(days))])
+    ):
+        changes["weekend_yearly_order"] = None
     return dataclasses.replace(options, **changes) if changes else options

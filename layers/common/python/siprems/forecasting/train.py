@@ -28,8 +28,8 @@ import pandas as pd
 from siprems.errors import InsufficientDataError, TrainingFailedError
 from siprems.forecasting import level, metrics
 from siprems.forecasting.events import holiday_frame
-from siprems.forecasting.kernel import ForecastKernel
-from siprems.forecasting.preprocess import to_original_scale, training_frame
+from siprems.forecasting.kernel import ForecastKernel, weekend
+from siprems.forecasting.preprocess import day_numbers, to_original_scale, training_frame
 
 if TYPE_CHECKING:
     from prophet import Prophet
@@ -49,6 +49,7 @@ warnings.filterwarnings("ignore", message=r".*(inplace keyword|convert_dates).*"
 
 NEWTON_BELOW_ROWS = 100  # Prophet's own switch from L-BFGS to Newton
 SUMMER_MONTHS = frozenset({4, 5, 6, 7, 8, 9})
+YEARLY_PERIOD = 365.25  # Prophet's yearly period
 
 
 @dataclass
@@ -90,6 +91,8 @@ def add_conditions(frame: pd.DataFrame, options: ForecastOptions) -> pd.DataFram
         summer = out["ds"].dt.month.isin(SUMMER_MONTHS)
         out["summer"] = summer
         out["winter"] = ~summer
+    if options.weekend_yearly_order:
+        out["weekend"] = weekend(day_numbers(out["ds"]))
     return out
 
 
@@ -133,6 +136,13 @@ def build_model(options: ForecastOptions, holidays: pd.DataFrame | None) -> Prop
         )
         model.add_seasonality(
             name="weekly_winter", period=7, fourier_order=order, condition_name="winter"
+        )
+    if options.weekend_yearly_order:
+        model.add_seasonality(
+            name="yearly_weekend",
+            period=YEARLY_PERIOD,
+            fourier_order=options.weekend_yearly_order,
+            condition_name="weekend",
         )
     if options.promo_regressor:
         model.add_regressor("promo")
