@@ -66,6 +66,12 @@ ALONE = {
     **{f"changepoint_range_{r}": {"changepoint_range": r} for r in (0.9, 0.98, 1.0)},
     **{f"recent_level_{n}_days": {"recent_level_days": n} for n in (5, 10)},
     **{f"outliers_beyond_{x}_sigma": {"outlier_sigma": x} for x in (3.0, 4.0)},
+    # the weekend's own yearly curve: without it, and its neighbouring orders
+    "without_weekend_yearly": {"weekend_yearly_order": None},
+    **{f"weekend_yearly_order_{n}": {"weekend_yearly_order": n} for n in (1, 2, 4, 6)},
+    # the first round's other way of letting the week change with the season, again
+    "summer_winter_weekly_instead": {"weekend_yearly_order": None, "summer_winter_weekly": True},
+    "summer_winter_weekly_too": {"summer_winter_weekly": True},
 }
 # a robust-loss proxy: fit, then refit with the days whose residual (log scale) lies beyond
 # this many σ of the residuals dropped ("drop") or pulled to that bound ("clip")
