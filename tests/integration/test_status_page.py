@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import requests
@@ -44,10 +45,9 @@ def test_status_data_shows_jobs_queues_failures_nightly_and_models(gateway, app)
     # ... a failed job with its error, a job waiting in the queue, a dead letter.
     failed = Job.new(JobType.PREDICT, product_sku="CAK-002", params={"days": 7})
     app.services.store.create(failed)
+    running = app.services.store.mark_started(failed.task_id, stale_after=timedelta(minutes=5))
     app.services.store.mark_failed(
-        failed,
-        error=JobError(type="insufficient_data", message="CAK-002: 3 days of sales"),
-        owned=False,
+        running.job, error=JobError(type="insufficient_data", message="CAK-002: 3 days of sales")
     )
     post(
         f"{gateway.url}/api/predict/async", headers=USER, json={"product_sku": "BRD-001", "days": 3}

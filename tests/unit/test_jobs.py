@@ -127,6 +127,21 @@ def test_create_or_get_answers_the_existing_job_from_the_failed_condition(jobs_s
     assert existing.status is JobStatus.STARTED and existing.product_sku == "BRD-001"
 
 
+def test_a_refused_update_tells_its_outcome_from_the_failed_condition_alone(
+    jobs_store, monkeypatch
+):
+    """A refused conditional write is classified by the item its failed condition sent back,
+    never by a second read: a job recorded between the write and such a read (a submit
+    queues, then records) would pass for the state the write was refused in."""
+    job = predict_job()
+    jobs_store.create(job)
+    jobs_store.mark_started(job.task_id, stale_after=STALE)
+    monkeypatch.setattr(jobs_store, "get", lambda *args, **kwargs: pytest.fail("read"))
+    assert jobs_store.mark_started(job.task_id, stale_after=STALE).outcome is Outcome.IN_PROGRESS
+    assert jobs_store.mark_started("not-yet", stale_after=STALE).outcome is Outcome.NOT_FOUND
+    assert jobs_store.revoke(predict_job()).outcome is Outcome.NOT_FOUND
+
+
 def test_started_once_then_in_progress_then_taken_over_when_stale(jobs_store):
     job = predict_job()
     jobs_store.create(job)
@@ -147,7 +162,6 @@ def test_a_terminal_job_never_changes(jobs_store):
     for attempt in (
         jobs_store.mark_started(job.task_id, stale_after=STALE),
         jobs_store.mark_failed(started, error=JobError(type="t", message="m")),
-        jobs_store.mark_failed(started, error=JobError(type="t", message="m"), owned=False),
         jobs_store.mark_retry(job.task_id, attempt=1, error=JobError(type="t", message="m")),
         jobs_store.revoke(started),
     ):

@@ -197,31 +197,23 @@ class JobStore:
         """PENDING/RETRY -> STARTED, attempts + 1. A STARTED job is taken over only when its
         start is older than ``stale_after`` (the worker timeout: that worker is dead)."""
         now = now or utc_now()
-        for _ in range(2):
-            claim = self._update(
-                task_id,
-                update="SET #s = :started, started_at = :now, updated_at = :now ADD attempts :one",
-                condition=(
-                    "attribute_exists(task_id) AND (#s IN (:pending, :retry)"
-                    " OR (#s = :started AND started_at < :stale))"
-                ),
-                values={
-                    ":started": JobStatus.STARTED.value,
-                    ":pending": JobStatus.PENDING.value,
-                    ":retry": JobStatus.RETRY.value,
-                    ":now": iso(now),
-                    ":stale": iso(now - stale_after),
-                    ":one": 1,
-                },
-                busy_if_started=True,
-            )
-            # Refused, yet read waiting: the item did not exist at the claim and was written
-            # just after it (a submit queues its job, then records it): claimed again.
-            if claim.outcome is not Outcome.CONFLICT or claim.job is None:
-                return claim
-            if claim.job.status not in (JobStatus.PENDING, JobStatus.RETRY):
-                return claim
-        return claim
+        return self._update(
+            task_id,
+            update="SET #s = :started, started_at = :now, updated_at = :now ADD attempts :one",
+            condition=(
+                "attribute_exists(task_id) AND (#s IN (:pending, :retry)"
+                " OR (#s = :started AND started_at < :stale))"
+            ),
+            values={
+                ":started": JobStatus.STARTED.value,
+                ":pending": JobStatus.PENDING.value,
+                ":retry": JobStatus.RETRY.value,
+                ":now": iso(now),
+                ":stale": iso(now - stale_after),
+                ":one": 1,
+            },
+            busy_if_started=True,
+        )
 
     def mark_worker_stopped(
         self,
@@ -336,12 +328,9 @@ class JobStore:
         kept = {"result_gz": result} if result is not None else {"result_key": result_key}
         return self._finish(job, JobStatus.SUCCESS, changes=kept, remove=("error",))
 
-    def mark_failed(self, job: Job, *, error: JobError, owned: bool = True) -> Transition:
-        """-> FAILURE with the error. ``owned``: the caller runs the job's current attempt
-        (worker); otherwise any job that has not finished may fail."""
-        return self._finish(
-            job, JobStatus.FAILURE, changes={"error": error.model_dump()}, owned=owned
-        )
+    def mark_failed(self, job: Job, *, error: JobError) -> Transition:
+        """-> FAILURE with the error, by the worker that runs the job's current attempt."""
+        return self._finish(job, JobStatus.FAILURE, changes={"error": error.model_dump()})
 
     def revoke(self, job: Job) -> Transition:
         """Cancel a job that has not finished (PENDING, STARTED or RETRY)."""
@@ -773,16 +762,20 @@ class JobStore:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except _ConditionFailed as failed:
-            if failed.item is not None:
-                return _classified(Job.from_item(failed.item), busy_if_started)
-            return self._classify(task_id, busy_if_started)
+            if failed.item is None:
+                # DynamoDB sends the item back whenever one exists (ALL_OLD): there was none at
+                # the write. Not read again: an item written since (a submit records its job
+                # after queuing it) would pass for the state the write was refused in.
+                return Transition(Outcome.NOT_FOUND, None)
+            return _classified(Job.from_item(failed.item), busy_if_started)
         return Transition(Outcome.APPLIED, after or Job.from_item(response["Attributes"]))
 
-    def _classify(self, task_id: str, busy_if_started: bool = False) -> Transition:
+    def _classify(self, task_id: str) -> Transition:
+        """The job, read as it is now, of a transaction whose write on it was refused."""
         job = self.get(task_id)
         if job is None:
             return Transition(Outcome.NOT_FOUND, None)
-        return _classified(job, busy_if_started)
+        return _classified(job, busy_if_started=False)
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
         if not operation.startswith(("batch_", "transact_")):  # these name tables per item
