@@ -288,7 +288,8 @@ def test_a_job_recorded_between_its_workers_claim_and_its_record_from_the_messag
     before the worker records the job from its message (queued first, recorded next): the
     worker's conditional put is refused and the job, now recorded, is claimed and run, not
     acknowledged and left PENDING with its message gone (seen in the e2e load run, when a
-    read after the refused claim found the job PENDING)."""
+    read after the refused claim found the job PENDING). That the refused claim reads
+    nothing is `test_a_refused_update_tells_its_outcome_from_the_failed_condition_alone`."""
     unrecorded = Job.new(JobType.PREDICT, product_sku="BRD-001", params={"days": 7})
     app.services.queue.send(unrecorded.message())
     [message] = app.receive()

@@ -200,6 +200,9 @@ def test_weekend_yearly_terms_need_the_yearly_ones_and_a_year_of_weekend_days():
     saturdays = [start + timedelta(days=5 + 21 * i) for i in range(24)]
     assert _supported(weekdays + saturdays[:23]).weekend_yearly_order is None
     assert _supported(weekdays + saturdays).weekend_yearly_order == 3
+    # enough weekend days, but all within four months: the weekend's own year is not seen
+    weekends = [start + timedelta(days=7 * w + d) for w in range(16) for d in (5, 6)]
+    assert _supported(weekdays + weekends).weekend_yearly_order is None
     # under a year of sales: no yearly curve, so no weekend one either
     short = [start + timedelta(days=i) for i in range(364)]
     assert _supported(short).weekend_yearly_order is None
