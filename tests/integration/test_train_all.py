@@ -9,7 +9,14 @@ from datetime import timedelta
 
 from siprems.jobs.model import Job, JobType, child_task_id, scheduled_parent_id, utc_now
 
-from tests.fixtures.app import ADMIN_CALLER, api_event, invoke, load_event, response_json
+from tests.fixtures.app import (
+    ADMIN_CALLER,
+    api_event,
+    invoke,
+    json_lines,
+    load_event,
+    response_json,
+)
 
 KIEL_SKUS = ["BRD-001", "CKE-001", "CNF-001", "CRS-001", "RLL-001", "SEA-001"]
 
@@ -160,10 +167,12 @@ def test_only_an_admin_cancels_a_training_of_all_products_or_one_of_its_products
     assert {c.status.value for c in children} == {"PENDING"}
 
 
-def test_a_training_of_all_products_whose_route_could_not_record_it_still_runs(app, monkeypatch):
+def test_a_training_of_all_products_whose_route_could_not_record_it_still_runs(
+    app, monkeypatch, capsys
+):
     """The route invokes train_all, then records the parent: when the record fails (or the
     route dies there), the client got an error, yet train_all records the parent from its
-    event and every product trains once."""
+    event, every product trains once, and the parent is counted as submitted."""
     from siprems.errors import JobStoreUnavailableError
 
     def refused(job):
@@ -176,6 +185,8 @@ def test_a_training_of_all_products_whose_route_could_not_record_it_still_runs(a
         response = invoke("submit", api_event("submit/train-all.json"))
     assert response["statusCode"] == 503
     assert app.items() == []
+    emitted = json_lines(capsys.readouterr().out)
+    assert any(line.get("JobsSubmitted") == [1.0] for line in emitted)
 
     [event] = runs
     assert invoke("train_all", event)["created"] == 6

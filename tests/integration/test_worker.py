@@ -11,7 +11,14 @@ import pytest
 from siprems.jobs.model import Job, JobType, pack_json, utc_now
 from siprems.jobs.service import load_result
 
-from tests.fixtures.app import ADMIN_CALLER, api_event, invoke, load_event, response_json
+from tests.fixtures.app import (
+    ADMIN_CALLER,
+    api_event,
+    invoke,
+    json_lines,
+    load_event,
+    response_json,
+)
 from tests.fixtures.train_all import started_parent
 
 
@@ -228,11 +235,12 @@ def test_a_job_running_elsewhere_on_the_last_delivery_is_queued_again_for_later(
 
 # --- a message before its job: the submit routes queue first, then record ----------------
 def test_a_job_whose_submit_could_not_record_it_is_recorded_by_its_worker_and_runs(
-    app, monkeypatch
+    app, monkeypatch, capsys
 ):
     """The submit queued the job, then failed to record it (here DynamoDB refused; a submit
-    that dies there is the same): the client got an error, yet the job runs. Its worker
-    records it from its message, as it was submitted, and runs it once."""
+    that dies there is the same): the client got an error, yet the job runs, and it is counted
+    as submitted. Its worker records it from its message, as it was submitted, and runs it
+    once."""
     from siprems.errors import JobStoreUnavailableError
 
     def refused(job):
@@ -243,6 +251,8 @@ def test_a_job_whose_submit_could_not_record_it_is_recorded_by_its_worker_and_ru
         response = invoke("submit", api_event("submit/train-product.json"))
     assert response["statusCode"] == 503
     assert app.items() == []
+    emitted = json_lines(capsys.readouterr().out)
+    assert any(line.get("JobsSubmitted") == [1.0] for line in emitted)
 
     [message] = app.receive()
     queued = json.loads(message["Body"])
@@ -409,16 +419,6 @@ def test_results_are_kept_in_the_job_item_and_large_ones_in_s3(app, monkeypatch)
     assert stored.result is None and stored.result_key == f"forecasts/{large}.json"
     assert stored_result(app, large) == app.services.models.load_forecast(large)
     assert stored_result(app, large)["forecast_days"] == kept.result["forecast_days"]
-
-
-def json_lines(text):
-    lines = []
-    for line in text.splitlines():
-        try:
-            lines.append(json.loads(line))
-        except ValueError:
-            continue
-    return lines
 
 
 def test_job_log_lines_name_the_job_and_metrics_are_emitted(app, capsys):

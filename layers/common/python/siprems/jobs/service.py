@@ -41,8 +41,9 @@ def submit(services: Services, job: Job) -> Job:
     (``JobRunner``). If it cannot be queued, nothing is written and the error is raised. The
     worker may record it first: the job is then returned as the worker left it."""
     services.require_queue().send(job.message())
-    job = _record_queued(services, job)
+    # counted once queued: the job runs from here, whether or not this submit records it
     metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
+    job = _record_queued(services, job)
     logger.info(
         "job submitted",
         extra={"task_id": job.task_id, "product_sku": job.product_sku, "job_type": job.type.value},
@@ -77,8 +78,8 @@ def start_train_all(services: Services, principal: Principal | None) -> Job:
         raise SipremsError("TRAIN_ALL_FUNCTION is not configured")
     parent = new_job(services, JobType.TRAIN_ALL, principal=principal)
     services.invoker.invoke(TrainAllTrigger.for_parent(parent).payload)
+    metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)  # as submit's
     parent = _record_queued(services, parent)
-    metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
     logger.info("train_all submitted", extra={"task_id": parent.task_id})
     return parent
 
