@@ -121,10 +121,12 @@ def test_services_build_the_sqs_s3_and_lambda_clients_only_when_used(aws, monkey
     import boto3
 
     queue_url = boto3.client("sqs").create_queue(QueueName="jobs")["QueueUrl"]
-    monkeypatch.setenv("JOBS_QUEUE_URL", queue_url)
-    monkeypatch.setenv("MODELS_BUCKET", "models")
-    monkeypatch.setenv("TRAIN_ALL_FUNCTION", "train-all")
-    services = services_from_env(monkeypatch)
+    services = services_from_env(
+        monkeypatch,
+        JOBS_QUEUE_URL=queue_url,
+        MODELS_BUCKET="models",
+        TRAIN_ALL_FUNCTION="train-all",
+    )
     sqs, s3, lambda_ = services.queue._sqs, services.models._s3, services.invoker._lambda
     assert not (sqs.built or s3.built or lambda_.built)
 
@@ -140,15 +142,16 @@ def test_the_lambda_client_calls_its_own_endpoint_when_one_is_set(
     monkeypatch, lambda_endpoint, expected
 ):
     """sam local start-lambda serves Lambda's API apart from the other services."""
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://aws.local:4566")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("TRAIN_ALL_FUNCTION", "train-all")
     if lambda_endpoint:
         monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", lambda_endpoint)
     else:
         monkeypatch.delenv("AWS_ENDPOINT_URL_LAMBDA", raising=False)
-    services = services_from_env(monkeypatch)
+    services = services_from_env(
+        monkeypatch,
+        AWS_ENDPOINT_URL="http://aws.local:4566",
+        AWS_DEFAULT_REGION="us-east-1",
+        TRAIN_ALL_FUNCTION="train-all",
+    )
     assert services.invoker._lambda.meta.endpoint_url == expected
     assert services.models._s3.meta.endpoint_url == "http://aws.local:4566"
 
